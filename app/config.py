@@ -1,0 +1,59 @@
+"""Service configuration: one Settings class, read from `SOCIALREC_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "listen": 2.0,
+    "like": 3.0,
+    "rate": 3.0,
+    "cart": 4.0,
+    "purchase": 8.0,
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOCIALREC_", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL of the live state")
+    redis_cluster: bool = Field(False, description="treat redis_url as a Redis Cluster seed node")
+    redis_timeout_s: float = Field(0.25, gt=0, description="socket timeout for every Redis call")
+    key_prefix: str = Field("sr", description="prefix of every Redis key this service writes")
+    artifacts: Path = Field(Path("model_artifacts/demo"), description="model artifact folder")
+    admin_token: str | None = Field(None, description="bearer token for /admin; unset = admin off")
+    history_len: int = Field(50, ge=1, le=1000, description="recent events kept per user")
+    max_friends: int = Field(100, ge=0, le=5000, description="friends blended per request")
+    dedup_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long event ids are remembered")
+    stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length cap")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
+    onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="weight of each behaviour type; unknown types weigh 1",
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _refuse_placeholder(cls, token: str | None) -> str | None:
+        if token is None:
+            return None
+        if not token.strip() or token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < 16:
+            raise ValueError(
+                "SOCIALREC_ADMIN_TOKEN is a placeholder or shorter than 16 characters; "
+                "set a real secret or leave it unset to disable admin routes"
+            )
+        return token
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

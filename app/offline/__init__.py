@@ -1,0 +1,1 @@
+"""Offline half: data loading, synthetic data, training, export and evaluation."""

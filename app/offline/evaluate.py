@@ -1,0 +1,127 @@
+"""Offline evaluation through the serving pipeline (SPEC §3 metric definitions).
+
+Every test user is ranked by `Recommender.recommend` — the code the HTTP service runs — with the
+user's whole train set excluded; ablations switch the social stages or the rerank off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from app.offline.dataset import Dataset
+from app.serving.encode import History
+from app.serving.pipeline import Friends, Query, Recommender, UserState
+
+BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("1-5", 1, 5), ("6-20", 6, 20), (">20", 21, math.inf))
+VARIANTS: dict[str, dict[str, bool]] = {
+    "full": {"social": True, "rerank_stage": True},
+    "no_social": {"social": False, "rerank_stage": True},
+    "no_rerank": {"social": True, "rerank_stage": False},
+}
+
+
+@dataclass(frozen=True)
+class UserRanking:
+    user: int
+    ranked: list[int]
+    relevant: set[int]
+
+
+def metrics_at(rankings: Iterable[UserRanking], ks: Iterable[int],
+               n_items: int) -> dict[str, float]:
+    """Recall, NDCG, Precision, HitRate averaged over users, and catalogue coverage, at each K."""
+    rankings = list(rankings)
+    out: dict[str, float] = {}
+    for k in ks:
+        rec = ndcg = prec = hit = 0.0
+        shown: set[int] = set()
+        discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        for r in rankings:
+            top = r.ranked[:k]
+            shown.update(top)
+            hits = np.fromiter((i in r.relevant for i in top), dtype=bool, count=len(top))
+            n_hit = int(hits.sum())
+            rec += n_hit / len(r.relevant)
+            prec += n_hit / k
+            hit += n_hit > 0
+            idcg = discounts[: min(k, len(r.relevant))].sum()
+            ndcg += float(discounts[: len(top)][hits].sum()) / idcg
+        n = max(len(rankings), 1)
+        out |= {f"recall@{k}": rec / n, "ndcg@" + str(k): ndcg / n, f"precision@{k}": prec / n,
+                f"hitrate@{k}": hit / n, f"coverage@{k}": len(shown) / n_items}
+    return out
+
+
+def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
+                batch: int = 512) -> dict[int, UserState]:
+    """Assemble each user's state as the service would: capped recent history, own vector, and
+    the friends' own vectors and recent items."""
+    cap = recommender.manifest.max_history
+    histories = [History.of(h[:cap]) for h in data.histories]
+    vectors = np.concatenate([recommender.encode(histories[s: s + batch])
+                              for s in range(0, len(histories), batch)])
+    states = {}
+    for u in users:
+        fr = data.friends[u][: recommender.manifest.blend.max_friends]
+        friends = Friends(ids=[data.users.ids[f] for f, _ in fr],
+                          vectors=vectors[[f for f, _ in fr]].reshape(len(fr), -1),
+                          ties=np.asarray([w for _, w in fr], dtype=np.float32),
+                          items=[histories[f].items for f, _ in fr])
+        states[u] = UserState(history=histories[u], friends=friends, vector=vectors[u])
+    return states
+
+
+def rank_users(recommender: Recommender, data: Dataset, test: dict[int, set[int]], k: int,
+               social: bool = True, rerank_stage: bool = True,
+               states: dict[int, UserState] | None = None) -> list[UserRanking]:
+    states = states or user_states(recommender, data, test)
+    out = []
+    for u, relevant in test.items():
+        seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
+        query = Query(k=k, exclude_seen=True, exclude=seen)
+        rec = recommender.recommend(states[u], query, social=social, rerank_stage=rerank_stage)
+        out.append(UserRanking(u, [s.item for s in rec.items], relevant))
+    return out
+
+
+def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
+             ks: tuple[int, ...] = (10, 20), progress: bool = True) -> dict:
+    """The SPEC §3 report: full pipeline, ablations, history-length buckets, user count."""
+    test = {u: items for u, items in test.items() if items}
+    states = user_states(recommender, data, test)
+    report: dict = {"buckets": {}}
+    rankings: dict[str, list[UserRanking]] = {}
+    for name, flags in tqdm(VARIANTS.items(), desc="evaluate", disable=not progress):
+        rankings[name] = rank_users(recommender, data, test, max(ks), states=states, **flags)
+        report[name] = metrics_at(rankings[name], ks, data.n_items)
+    for label, lo, hi in BUCKETS:
+        def member(r: UserRanking, lo: float = lo, hi: float = hi) -> bool:
+            return lo <= len(data.histories[r.user]) <= hi
+
+        bucket = {name: metrics_at(filter(member, rs), ks, data.n_items)
+                  for name, rs in rankings.items()}
+        report["buckets"][label] = bucket.pop("full") | bucket | {
+            "users": sum(map(member, rankings["full"]))}
+    report["users"] = len(test)
+    return report
+
+
+def format_report(report: dict, ks: tuple[int, ...] = (10, 20)) -> str:
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "hitrate", "coverage")]
+    rows = [("variant", *names)]
+    for name in VARIANTS:
+        rows.append((name, *(f"{report[name][n]:.4f}" for n in names)))
+    for label, values in report["buckets"].items():
+        for name in VARIANTS:
+            v = values if name == "full" else values[name]
+            rows.append((f"{label} ({values['users']} users) {name}",
+                         *(f"{v[n]:.4f}" for n in names)))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines) + f"\nusers: {report['users']}"

@@ -1,0 +1,167 @@
+"""The model artifact folder (SPEC §5): manifest, ONNX encoder, FAISS index, item map, popularity.
+
+`ModelArtifacts.load(folder)` is the only place that reads the folder; it validates everything
+before anything is swapped in, so a broken folder is refused with a message, never half-used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ENCODER_INPUTS = ("item_ids", "item_weights")
+ENCODER_OUTPUT = "user_vector"
+
+
+class ArtifactError(RuntimeError):
+    """The artifact folder is missing, broken or of an unknown format."""
+
+
+class BlendParams(BaseModel):
+    """u = u_self + friend_weight · Σ tie_f u_f / Σ tie_f — friend_weight is learned in training."""
+
+    friend_weight: float = 0.0
+    max_friends: int = 100
+
+
+class RerankParams(BaseModel):
+    """score = ip + match_weight · cos/(1+dist) + social_weight · log1p(Σ ties of engaged friends)
+    — weights chosen on the validation split."""
+
+    candidates: int = Field(200, ge=1)
+    match_weight: float = 0.0
+    social_weight: float = 0.0
+
+
+class IndexInfo(BaseModel):
+    file: str = "items.faiss"
+    kind: str = "flat"
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    format_version: int
+    model_version: str
+    created_at: str
+    embedding_dim: int = Field(ge=1)
+    item_count: int = Field(ge=1)
+    max_history: int = Field(ge=1)
+    training_data_fingerprint: str
+    encoder_file: str = "encoder.onnx"
+    items_file: str = "items.json"
+    popularity_file: str = "popularity.npy"
+    index: IndexInfo = Field(default_factory=IndexInfo)
+    blend: BlendParams = Field(default_factory=BlendParams)
+    rerank: RerankParams = Field(default_factory=RerankParams)
+    event_weights: dict[str, float] = Field(default_factory=dict)
+    model: dict[str, float | int | str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemCatalog:
+    """Item ids in index order, their metadata, and per-category index masks."""
+
+    ids: list[str]
+    index: dict[str, int]
+    titles: list[str]
+    categories: list[str]
+
+    @classmethod
+    def from_records(cls, records: list[dict[str, str]]) -> ItemCatalog:
+        ids = [r["item_id"] for r in records]
+        return cls(ids=ids, index={i: n for n, i in enumerate(ids)},
+                   titles=[r.get("title", "") for r in records],
+                   categories=[r.get("category", "") for r in records])
+
+    def in_categories(self, categories: frozenset[str]) -> np.ndarray:
+        return np.fromiter((c in categories for c in self.categories), dtype=bool,
+                           count=len(self.categories))
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    folder: Path
+    manifest: Manifest
+    session: ort.InferenceSession
+    index: faiss.Index
+    item_vectors: np.ndarray
+    catalog: ItemCatalog
+    popularity: np.ndarray
+
+    @property
+    def version(self) -> str:
+        return self.manifest.model_version
+
+    @classmethod
+    def load(cls, folder: Path | str, onnx_threads: int = 1) -> ModelArtifacts:
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        try:
+            session = _onnx_session(folder / manifest.encoder_file, onnx_threads)
+            index = faiss.read_index(str(folder / manifest.index.file))
+            records = json.loads((folder / manifest.items_file).read_text(encoding="utf-8"))
+            popularity = np.load(folder / manifest.popularity_file, allow_pickle=False)
+        except (OSError, RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+            raise ArtifactError(f"{folder}: cannot read artifact: {exc}") from exc
+        _check_consistent(manifest, session, index, records, popularity)
+        if "efSearch" in manifest.index.params and hasattr(index, "hnsw"):
+            index.hnsw.efSearch = int(manifest.index.params["efSearch"])
+        if "nprobe" in manifest.index.params and hasattr(index, "nprobe"):
+            index.nprobe = int(manifest.index.params["nprobe"])
+        vectors = index.reconstruct_n(0, index.ntotal).astype(np.float32)
+        return cls(folder=folder, manifest=manifest, session=session, index=index,
+                   item_vectors=vectors, catalog=ItemCatalog.from_records(records),
+                   popularity=popularity.astype(np.float32))
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read manifest: {exc}") from exc
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format_version {version!r} is not supported "
+                            f"(this service reads format {FORMAT_VERSION})")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{path}: invalid manifest: {exc}") from exc
+
+
+def _onnx_session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Loading by path lets onnxruntime find an external-data file (encoder.onnx.data) beside it.
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _check_consistent(manifest: Manifest, session: ort.InferenceSession, index: faiss.Index,
+                      records: list[dict[str, str]], popularity: np.ndarray) -> None:
+    n, d = manifest.item_count, manifest.embedding_dim
+    problems = []
+    names = tuple(i.name for i in session.get_inputs())
+    if names != ENCODER_INPUTS:
+        problems.append(f"encoder inputs {names} != {ENCODER_INPUTS}")
+    if index.ntotal != n or index.d != d:
+        problems.append(f"index holds {index.ntotal}×{index.d}, manifest says {n}×{d}")
+    if len(records) != n:
+        problems.append(f"item map has {len(records)} items, manifest says {n}")
+    if popularity.shape != (n,):
+        problems.append(f"popularity has shape {popularity.shape}, expected ({n},)")
+    if problems:
+        raise ArtifactError("inconsistent artifact: " + "; ".join(problems))

@@ -1,0 +1,166 @@
+"""The recommendation pipeline: encode → blend → retrieve → rerank → filter → popular fill.
+
+`Recommender` is the single implementation used by the HTTP service and by `socialrec evaluate`.
+It knows nothing about Redis: callers hand it a `UserState` they assembled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from app.serving.artifacts import Manifest, ModelArtifacts
+from app.serving.blend import blend
+from app.serving.encode import EMPTY_HISTORY, Encoder, History
+from app.serving.filter import keep
+from app.serving.rerank import rerank
+from app.serving.retrieve import retrieve
+
+NO_ITEMS = np.zeros(0, dtype=np.int64)
+
+
+class Strategy(StrEnum):
+    PERSONAL_SOCIAL = "personal_social"
+    PERSONAL = "personal"
+    SOCIAL_COLD_START = "social_cold_start"
+    POPULAR = "popular"
+
+
+@dataclass(frozen=True)
+class Friends:
+    """The friends the service knows for a user, aligned row by row."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (F, D) each friend's own (unblended) vector
+    ties: np.ndarray  # (F,) tie strengths
+    items: list[np.ndarray]  # each friend's recent item indices, for social proof
+
+    @classmethod
+    def none(cls, dim: int) -> Friends:
+        return cls([], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.float32), [])
+
+    def engaged(self) -> dict[int, list[int]]:
+        """item → positions of the friends who interacted with it."""
+        out: dict[int, list[int]] = {}
+        for pos, items in enumerate(self.items):
+            for item in items.tolist():
+                out.setdefault(item, []).append(pos)
+        return out
+
+
+@dataclass(frozen=True)
+class UserState:
+    history: History = EMPTY_HISTORY
+    friends: Friends | None = None
+    vector: np.ndarray | None = None  # the user's own vector when the caller has it cached
+
+
+@dataclass(frozen=True)
+class Query:
+    k: int = 20
+    exclude_seen: bool = True
+    exclude: np.ndarray = field(default_factory=lambda: NO_ITEMS)
+    categories: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    item: int
+    score: float
+    friends: tuple[str, ...] = ()
+    popular: bool = False
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    strategy: Strategy
+    items: list[Scored]
+
+
+def choose_strategy(has_history: bool, has_friends: bool) -> Strategy:
+    if has_history:
+        return Strategy.PERSONAL_SOCIAL if has_friends else Strategy.PERSONAL
+    return Strategy.SOCIAL_COLD_START if has_friends else Strategy.POPULAR
+
+
+class Recommender:
+    """Ranks items for one user from loaded artifacts; `social`/`rerank` switch stages off for
+    ablations."""
+
+    def __init__(self, artifacts: ModelArtifacts) -> None:
+        self.artifacts = artifacts
+        self.encoder = Encoder(artifacts.session, artifacts.manifest.max_history)
+        self.popular = np.argsort(-artifacts.popularity, kind="stable").astype(np.int64)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.artifacts.manifest
+
+    @property
+    def version(self) -> str:
+        return self.artifacts.version
+
+    def encode(self, histories: Sequence[History]) -> np.ndarray:
+        return self.encoder(histories)
+
+    def recommend(self, user: UserState, query: Query, *, social: bool = True,
+                  rerank_stage: bool = True, popular: np.ndarray | None = None) -> Recommendation:
+        friends = user.friends if social and user.friends is not None else None
+        has_friends = friends is not None and len(friends.ids) > 0
+        strategy = choose_strategy(len(user.history) > 0, has_friends)
+        banned = self._banned(user.history, query)
+        allowed = self._allowed(query.categories)
+        scored: list[Scored] = []
+        if strategy is not Strategy.POPULAR:
+            scored = self._personal(user, friends if has_friends else None, query, banned,
+                                    allowed, rerank_stage)
+        if len(scored) < query.k:
+            scored += self._fill(scored, query.k, banned, allowed, popular)
+        return Recommendation(strategy, scored)
+
+    def _personal(self, user: UserState, friends: Friends | None, query: Query,
+                  banned: np.ndarray, allowed: np.ndarray | None,
+                  rerank_stage: bool) -> list[Scored]:
+        m = self.manifest
+        own = user.vector if user.vector is not None else self.encode([user.history])[0]
+        vector = own if friends is None else blend(own, friends.vectors, friends.ties,
+                                                   m.blend.friend_weight)
+        n = max(m.rerank.candidates, query.k) + len(banned)
+        scores, ids = retrieve(self.artifacts.index, vector[None, :], n, allowed)
+        mask = keep(ids[0], banned)
+        ids, scores = ids[0][mask], scores[0][mask]
+        engaged = friends.engaged() if friends is not None else {}
+        if rerank_stage:
+            social = np.array([sum(friends.ties[p] for p in engaged.get(i, ())) for i in
+                               ids.tolist()], dtype=np.float32) if friends else np.zeros(len(ids))
+            scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, m.rerank)
+        top = np.argsort(-scores, kind="stable")[: query.k]
+        names = friends.ids if friends is not None else []
+        return [Scored(int(ids[t]), float(scores[t]),
+                       tuple(names[p] for p in engaged.get(int(ids[t]), ())))
+                for t in top]
+
+    def _fill(self, have: list[Scored], k: int, banned: np.ndarray, allowed: np.ndarray | None,
+              popular: np.ndarray | None) -> list[Scored]:
+        order = self.popular if popular is None else popular
+        taken = np.concatenate([banned, np.fromiter((s.item for s in have), dtype=np.int64)])
+        mask = keep(order, taken)
+        if allowed is not None:
+            mask &= np.isin(order, allowed)
+        picked = order[mask][: k - len(have)]
+        pop = self.artifacts.popularity
+        return [Scored(int(i), float(pop[i]) if i < len(pop) else 0.0, popular=True)
+                for i in picked]
+
+    @staticmethod
+    def _banned(history: History, query: Query) -> np.ndarray:
+        seen = history.items if query.exclude_seen else NO_ITEMS
+        return np.unique(np.concatenate([seen, query.exclude.astype(np.int64)]))
+
+    def _allowed(self, categories: frozenset[str]) -> np.ndarray | None:
+        if not categories:
+            return None
+        return np.flatnonzero(self.artifacts.catalog.in_categories(categories)).astype(np.int64)
