@@ -95,7 +95,7 @@ class Dataset:
 
 
 def _check_id(value: str, column: str) -> str:
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):  # match() would accept a trailing newline ("u1\n")
         raise ValueError(f"{column} {value!r} is not a valid id ([A-Za-z0-9_.:-]{{1,128}})")
     return value
 
@@ -112,28 +112,46 @@ def _optional_number(value: str, column: str) -> float | None:
     return number
 
 
+def _first_undecodable_line(path: Path) -> int:
+    """Decoding happens in chunks ahead of the CSV reader, so find the real line for the report."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def _read_rows(path: Path, columns: tuple[str, ...], parse: Callable[[dict[str, str]], Any],
                required: tuple[str, ...] | None = None) -> Iterator[Any]:
     """Yield parsed rows; collect bad ones and reject the file if too many are bad."""
     required = required or columns
     bad: list[str] = []
     total = 0
-    with path.open(newline="", encoding="utf-8") as fh:
+    # utf-8-sig: a byte-order mark (Excel exports) must not hide the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(f"{path}:1: header {header} lacks column(s) {missing}; "
-                            f"expected {','.join(columns)}")
-        for row in reader:
-            total += 1
-            line = reader.line_num
-            try:
-                if None in row or any(row.get(c) is None for c in required):
-                    raise ValueError(f"expected {len(header)} fields")
-                yield parse(row)
-            except ValueError as exc:
-                bad.append(f"{path}:{line}: {exc}")
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(f"{path}:1: header {header} lacks column(s) {missing}; "
+                                f"expected {','.join(columns)}")
+            for row in reader:
+                total += 1
+                line = reader.line_num
+                try:
+                    if None in row or any(row.get(c) is None for c in required):
+                        raise ValueError(f"expected {len(header)} fields")
+                    yield parse(row)
+                except ValueError as exc:
+                    bad.append(f"{path}:{line}: {exc}")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{_first_undecodable_line(path)}: not UTF-8 text "
+                            f"({exc.reason})") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({exc})") from None
     if not bad:
         return
     if len(bad) > MAX_BAD_FRACTION * max(total, 1):

@@ -1,0 +1,81 @@
+"""Dependency aliases: routes receive lifespan-created state through these, never globals."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.config import Settings
+from app.metrics import Metrics
+from app.serving.holder import ModelHolder
+from app.serving.pipeline import Recommender
+from app.store.redis_store import RedisStore
+
+
+@dataclass
+class AppState:
+    """Everything the lifespan creates; lives on `app.state.socialrec`."""
+
+    settings: Settings
+    store: RedisStore
+    models: ModelHolder
+    metrics: Metrics
+    live_popular: tuple[str, np.ndarray] | None = None  # (model version, item order)
+
+    def popular_for(self, version: str) -> np.ndarray | None:
+        """The live popularity order, if it was computed for this model's catalogue."""
+        if self.live_popular is None or self.live_popular[0] != version:
+            return None
+        return self.live_popular[1]
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.socialrec
+
+
+def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+def get_store(state: Annotated[AppState, Depends(get_state)]) -> RedisStore:
+    return state.store
+
+
+def get_metrics(state: Annotated[AppState, Depends(get_state)]) -> Metrics:
+    return state.metrics
+
+
+def get_recommender(state: Annotated[AppState, Depends(get_state)]) -> Recommender:
+    model = state.models.current
+    if model is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+    return model
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_admin(settings: Annotated[Settings, Depends(get_settings)],
+                  credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                         Depends(_bearer)]) -> None:
+    """Admin routes are off without a configured token; the comparison is constant-time."""
+    if settings.admin_token is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "admin routes are disabled")
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[RedisStore, Depends(get_store)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+AdminDep = Depends(require_admin)

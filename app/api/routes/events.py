@@ -1,0 +1,55 @@
+"""POST /events: validated, de-duplicated, logged and applied — or 503, never a lost 202."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.exceptions import RequestValidationError
+
+from app.api.deps import MetricsDep, SettingsDep, StoreDep
+from app.api.schemas import EventIn, EventsAccepted, EventsIn
+from app.config import Settings
+from app.events import SOCIAL_TYPES
+from app.serving.online import STORE_ERRORS
+from app.store.redis_store import Event
+
+router = APIRouter(tags=["events"])
+log = logging.getLogger(__name__)
+
+
+@router.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=EventsAccepted,
+             responses={422: {"description": "invalid event; the detail names the field"},
+                        503: {"description": "the events could not be stored; retry"}})
+async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
+                      metrics: MetricsDep) -> EventsAccepted:
+    _check_types(body.events, settings)
+    events = [_to_event(e) for e in body.events]
+    try:
+        applied = await store.apply(events)
+    except STORE_ERRORS as exc:
+        log.warning("event batch not stored: %s", type(exc).__name__)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "events could not be stored; retrying the same batch is safe") from None
+    for event, ok in zip(events, applied, strict=True):
+        if ok:
+            metrics.events.labels(event.type).inc()
+    duplicates = applied.count(False)
+    metrics.duplicates.inc(duplicates)
+    return EventsAccepted(accepted=len(events) - duplicates, duplicates=duplicates)
+
+
+def _check_types(events: list[EventIn], settings: Settings) -> None:
+    known = SOCIAL_TYPES | settings.event_weights.keys()
+    errors = [{"type": "value_error", "loc": ("body", "events", n, "type"),
+               "msg": f"unknown event type; expected one of {sorted(known)}", "input": e.type}
+              for n, e in enumerate(events) if e.type not in known]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _to_event(e: EventIn) -> Event:
+    # Without a client event_id a retry cannot be recognised; a fresh id still logs it once.
+    return Event(event_id=e.event_id or uuid.uuid4().hex, user_id=e.user_id, type=e.type,
+                 item_id=e.item_id, friend_id=e.friend_id, value=e.value, timestamp=e.timestamp)

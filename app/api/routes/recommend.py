@@ -1,0 +1,65 @@
+"""GET /recommend/{user_id}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from app.api.deps import MetricsDep, RecommenderDep, StateDep
+from app.api.schemas import ID_PATTERN, Id, Reason, Recommendations, RecommendedItem
+from app.serving import online
+from app.serving.pipeline import Recommender, Scored, Strategy
+
+router = APIRouter(tags=["recommend"])
+
+PERSONAL = {Strategy.PERSONAL, Strategy.PERSONAL_SOCIAL}
+
+
+@router.get("/recommend/{user_id}", response_model=Recommendations)
+async def recommend(
+    state: StateDep,
+    recommender: RecommenderDep,
+    metrics: MetricsDep,
+    user_id: Annotated[str, Path(pattern=ID_PATTERN, description="any user id; unknown = cold")],
+    k: Annotated[int, Query(ge=1, le=100, description="list length")] = 20,
+    exclude_seen: Annotated[bool, Query(description="drop items in the user's history")] = True,
+    exclude: Annotated[list[Id] | None, Query(max_length=1000,
+                                               description="item ids not to return")] = None,
+    category: Annotated[list[str] | None, Query(max_length=100,
+                                                 description="keep only these categories")] = None,
+    explain: Annotated[bool, Query(description="add reasons to each item")] = False,
+) -> Recommendations:
+    request = online.Request(user_id=user_id, k=k, exclude_seen=exclude_seen,
+                             exclude=tuple(exclude or ()), categories=frozenset(category or ()))
+    popular = state.popular_for(recommender.version)
+    served = await online.recommend(recommender, state.store, request, popular)
+    rec = served.recommendation
+    metrics.strategies.labels(rec.strategy.value).inc()
+    if served.degraded:
+        metrics.fallbacks.labels("store_unavailable").inc()
+    elif any(s.popular for s in rec.items) and rec.strategy is not Strategy.POPULAR:
+        metrics.fallbacks.labels("popular_fill").inc()
+    items = [_item(recommender, s, rec.strategy, explain) for s in rec.items]
+    return Recommendations(user_id=user_id, model_version=served.model_version,
+                           strategy=rec.strategy.value, degraded=served.degraded, items=items)
+
+
+def _item(recommender: Recommender, s: Scored, strategy: Strategy,
+          explain: bool) -> RecommendedItem:
+    catalog = recommender.artifacts.catalog
+    return RecommendedItem(item_id=catalog.ids[s.item], score=round(s.score, 6),
+                           title=catalog.titles[s.item] or None,
+                           category=catalog.categories[s.item] or None,
+                           reasons=_reasons(s, strategy) if explain else None)
+
+
+def _reasons(s: Scored, strategy: Strategy) -> list[Reason]:
+    reasons = []
+    if s.friends:
+        reasons.append(Reason(kind="friends_engaged", friends=list(s.friends)))
+    if s.popular:
+        reasons.append(Reason(kind="popular"))
+    elif strategy in PERSONAL:
+        reasons.append(Reason(kind="similar_to_history"))
+    return reasons

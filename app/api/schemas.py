@@ -1,0 +1,97 @@
+"""Request and response models: the SPEC §4 contract, validated at the edge."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from app.events import ID_PATTERN, SOCIAL_TYPES
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,31}$")]
+MAX_EVENTS = 1000
+
+
+class Reason(BaseModel):
+    kind: Literal["friends_engaged", "similar_to_history", "popular"]
+    friends: list[str] | None = None
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    title: str | None = None
+    category: str | None = None
+    reasons: list[Reason] | None = None
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    model_version: str
+    strategy: Literal["personal_social", "personal", "social_cold_start", "popular"]
+    degraded: bool
+    items: list[RecommendedItem]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: Id | None = None
+    user_id: Id
+    type: EventType = Field(description="view, click, cart, purchase, rate, … or follow/unfollow")
+    item_id: Id | None = None
+    friend_id: Id | None = None
+    value: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e12)
+    timestamp: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e11,
+                                    description="unix seconds")
+
+    @model_validator(mode="after")
+    def _target_matches_type(self) -> EventIn:
+        if self.type in SOCIAL_TYPES:
+            if self.friend_id is None:
+                raise ValueError(f"friend_id is required for type {self.type!r}")
+            if self.friend_id == self.user_id:
+                raise ValueError("friend_id must differ from user_id")
+        elif self.item_id is None:
+            raise ValueError(f"item_id is required for type {self.type!r}")
+        return self
+
+
+class EventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class HistoryEntry(BaseModel):
+    item_id: str
+    weight: float
+    known_to_model: bool
+
+
+class Friend(BaseModel):
+    user_id: str
+    weight: float
+
+
+class UserView(BaseModel):
+    user_id: str
+    history: list[HistoryEntry]
+    friends: list[Friend]
+
+
+class Status(BaseModel):
+    status: str
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class Reloaded(BaseModel):
+    model_version: str
+    previous_version: str | None

@@ -1,0 +1,150 @@
+"""`socialrec` command line (SPEC §3). Heavy modules are imported inside each command so that
+`socialrec serve` never imports PyTorch and `--help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from app.offline.synth import write_synthetic_dataset
+
+    summary = write_synthetic_dataset(Path(args.out_dir), n_users=args.users,
+                                      n_items=args.items, seed=args.seed)
+    print(f"wrote {args.out_dir}: {summary}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from app.offline.train import TrainConfig, train
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    manifest = train(Path(args.data_dir), Path(args.out), TrainConfig(**overrides))
+    print(f"model {manifest.model_version} written to {args.out}")
+    print(json.dumps(manifest.metrics, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from app.config import DEFAULT_EVENT_WEIGHTS
+    from app.offline.dataset import load_dataset, load_test
+    from app.offline.evaluate import evaluate, format_report
+    from app.serving.artifacts import ModelArtifacts
+    from app.serving.pipeline import Recommender
+
+    ks = tuple(int(k) for k in args.k.split(","))
+    recommender = Recommender(ModelArtifacts.load(args.artifact_dir))
+    weights = recommender.manifest.event_weights or DEFAULT_EVENT_WEIGHTS
+    data = load_dataset(args.data_dir, weights)
+    _check_same_catalog(recommender, data)
+    report = evaluate(recommender, data, load_test(args.data_dir, data), ks)
+    print(format_report(report, ks))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _check_same_catalog(recommender: Any, data: Any) -> None:
+    if recommender.artifacts.catalog.ids != data.items.ids:
+        raise SystemExit("error: the artifacts were trained on a different item catalogue than "
+                         "DATA_DIR; evaluate on the dataset the model was trained on")
+
+
+def _load(args: argparse.Namespace) -> int:
+    from app.store.bootstrap import load_into_redis
+
+    load_into_redis(Path(args.artifact_dir), Path(args.data_dir), args.redis_url)
+    return 0
+
+
+def _events_export(args: argparse.Namespace) -> int:
+    from app.store.export import export_events
+
+    export_events(Path(args.out_csv), args.redis_url)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="info", access_log=False)
+    return 0
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per TrainConfig field; defaults stay in TrainConfig (the tuned ones)."""
+    from app.offline.train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        kind = type(f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=f"default {f.default}")
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None,
+                                help=f"default {f.default}")
+
+
+def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="socialrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
+        ("synth", "write a synthetic e-commerce dataset", _synth),
+        ("train", "train on a dataset folder and export artifacts", _train),
+        ("evaluate", "evaluate artifacts on a train/test split", _evaluate),
+        ("load", "bootstrap Redis with a dataset's histories and friendships", _load),
+        ("events-export", "write the durable event log as dataset CSVs", _events_export),
+        ("serve", "run the HTTP service", _serve),
+    ]
+    p = {name: sub.add_parser(name, help=text) for name, text, _ in commands}
+    for name, _, func in commands:
+        p[name].set_defaults(func=func)
+    p["synth"].add_argument("out_dir")
+    p["synth"].add_argument("--users", type=int, default=600)
+    p["synth"].add_argument("--items", type=int, default=1200)
+    p["synth"].add_argument("--seed", type=int, default=0)
+    p["train"].add_argument("data_dir")
+    p["train"].add_argument("--out", required=True, help="artifact folder to write")
+    if with_train_flags:
+        _add_train_flags(p["train"])
+    p["evaluate"].add_argument("artifact_dir")
+    p["evaluate"].add_argument("data_dir")
+    p["evaluate"].add_argument("--k", default="10,20", help="comma-separated cut-offs")
+    p["evaluate"].add_argument("--json", help="also write the report as JSON here")
+    for name in ("load", "events-export"):
+        p[name].add_argument("--redis-url", default=None,
+                             help="default: SOCIALREC_REDIS_URL or redis://127.0.0.1:6379/0")
+    p["load"].add_argument("artifact_dir")
+    p["load"].add_argument("data_dir")
+    p["events-export"].add_argument("out_csv")
+    p["serve"].add_argument("--host", default="127.0.0.1")
+    p["serve"].add_argument("--port", type=int, default=8000)
+    p["serve"].add_argument("--workers", type=int, default=1)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Training flags need the training extra; every other command works without PyTorch.
+    args = build_parser(with_train_flags=bool(argv) and argv[0] == "train").parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # a clear one-line error for operators instead of a traceback
+        from app.offline.dataset import DataError
+        from app.serving.artifacts import ArtifactError
+
+        if isinstance(exc, DataError | ArtifactError | ConnectionError | FileNotFoundError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise

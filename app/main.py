@@ -1,0 +1,91 @@
+"""App factory and lifespan: everything stateful is created here and put on `app.state`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import faiss
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.api.deps import AppState
+from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.api.routes import admin, events, ops, recommend, users
+from app.config import Settings
+from app.metrics import Metrics
+from app.serving.holder import ModelHolder
+from app.serving.online import STORE_ERRORS
+from app.store.redis_store import RedisStore, connect
+
+log = logging.getLogger(__name__)
+POPULARITY_REFRESH_S = 30.0
+LIVE_POPULAR_TOP = 1000
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    app = FastAPI(title="socialrec", version=__version__, lifespan=_lifespan(settings, metrics),
+                  description="Social recommendations: your taste, blended with your friends'.")
+    for module in (recommend, events, users, ops):
+        app.include_router(module.router)
+    if settings.admin_token is not None:
+        app.include_router(admin.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(Exception, _internal_error)
+    return app
+
+
+def _lifespan(settings: Settings, metrics: Metrics):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Single queries are 2-67x slower with several OpenMP threads on small machines.
+        faiss.omp_set_num_threads(1)
+        models = ModelHolder(settings.artifacts, settings.onnx_threads)
+        model = await asyncio.to_thread(models.load)
+        metrics.model_swapped(model.version, model.manifest.created_at)
+        store = RedisStore(connect(settings), settings)
+        state = AppState(settings=settings, store=store, models=models, metrics=metrics)
+        app.state.socialrec = state
+        refresher = asyncio.create_task(_refresh_popularity(state))
+        log.info("serving model %s from %s", model.version, settings.artifacts)
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await store.close()
+
+    return lifespan
+
+
+async def _refresh_popularity(state: AppState) -> None:
+    """Keep a live popularity order in memory: fresh trends when Redis answers, and still a
+    list to serve from when it does not."""
+    while True:
+        model = state.models.current
+        if model is not None:
+            try:
+                live = await state.store.popular(LIVE_POPULAR_TOP)
+            except STORE_ERRORS:
+                live = None
+            if live is not None:
+                index = model.artifacts.catalog.index
+                top = np.fromiter((index[i] for i in live if i in index), dtype=np.int64)
+                rest = model.popular[~np.isin(model.popular, top)]
+                state.live_popular = (model.version, np.concatenate([top, rest]))
+        await asyncio.sleep(POPULARITY_REFRESH_S)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    route = getattr(request.scope.get("route"), "path", "<unmatched>")
+    log.exception("unhandled error on %s", route)
+    return JSONResponse({"detail": "internal error"}, status_code=500)

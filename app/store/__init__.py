@@ -1,0 +1,1 @@
+"""Redis access: the only package that knows key names and data layouts."""

@@ -1,0 +1,41 @@
+"""Every Redis key the service uses. Per-user keys carry the hash tag `{u:ID}` so one user's
+keys live in one Redis Cluster slot and a per-user Lua script stays legal there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "sr"
+
+    def history(self, user_id: str) -> str:
+        """HASH item_id → "weight:recency" (capped at the configured history length)."""
+        return f"{self.prefix}:{{u:{user_id}}}:hist"
+
+    def friends(self, user_id: str) -> str:
+        """HASH friend_id → tie weight (directed: whom this user follows)."""
+        return f"{self.prefix}:{{u:{user_id}}}:friends"
+
+    def vector(self, user_id: str) -> str:
+        """STRING model_version + NUL + float32 bytes: the user's own encoder output."""
+        return f"{self.prefix}:{{u:{user_id}}}:vec"
+
+    def seen_event(self, user_id: str, event_id: str) -> str:
+        """Event-id de-duplication marker, with a TTL; in the user's slot (an event id always
+        belongs to one user) so the check and the writes are one atomic script."""
+        return f"{self.prefix}:{{u:{user_id}}}:ev:{event_id}"
+
+    @property
+    def events(self) -> str:
+        """STREAM: the durable event log retraining reads."""
+        return f"{self.prefix}:events"
+
+    @property
+    def popularity(self) -> str:
+        """ZSET item_id → behaviour events seen live."""
+        return f"{self.prefix}:pop"
+
+    def user_pattern(self) -> str:
+        return f"{self.prefix}:{{u:*}}:*"

@@ -1,0 +1,149 @@
+"""Async Redis access for the service: user state reads, vector cache, event application."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from app.config import Settings
+from app.events import event_weight
+from app.store.keys import Keys
+from app.store.scripts import APPLY_EVENT
+
+VECTOR_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated event as the store applies it."""
+
+    event_id: str
+    user_id: str
+    type: str
+    item_id: str | None = None
+    friend_id: str | None = None
+    value: float | None = None
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    history: list[tuple[str, float]]  # (item_id, weight), most recent first
+    friends: list[tuple[str, float]]  # (friend_id, tie weight)
+    vector: np.ndarray | None  # cached own vector for the current model, if any
+
+
+def history_entry(weight: float, recency: float) -> str:
+    return f"{weight:.6g}:{recency:.17g}"
+
+
+def parse_history(raw: dict[str, str]) -> list[tuple[str, float]]:
+    """HASH item → "weight:recency" into (item, weight), most recent first."""
+    entries = []
+    for item, value in raw.items():
+        weight, _, recency = value.partition(":")
+        entries.append((float(recency), item, float(weight)))
+    entries.sort(reverse=True)
+    return [(item, weight) for _, item, weight in entries]
+
+
+def encode_vector(vector: np.ndarray, version: str) -> bytes:
+    return version.encode() + b"\0" + np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def decode_vector(raw: bytes | None, version: str) -> np.ndarray | None:
+    """A vector cached under another model version is never used."""
+    if not raw:
+        return None
+    tag, _, body = raw.partition(b"\0")
+    if tag.decode(errors="replace") != version or len(body) % 4:
+        return None
+    return np.frombuffer(body, dtype=np.float32)
+
+
+def connect(settings: Settings) -> aioredis.Redis | RedisCluster:
+    """A pooled client; no I/O happens until the first command."""
+    options = {"socket_timeout": settings.redis_timeout_s,
+               "socket_connect_timeout": settings.redis_timeout_s}
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return aioredis.from_url(settings.redis_url, health_check_interval=10, **options)
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis | RedisCluster, settings: Settings) -> None:
+        self.client = client
+        self.keys = Keys(settings.key_prefix)
+        self._settings = settings
+        self._apply = client.register_script(APPLY_EVENT)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def user(self, user_id: str, version: str) -> UserRecord:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.history(user_id))
+            pipe.hgetall(self.keys.friends(user_id))
+            pipe.get(self.keys.vector(user_id))
+            hist, friends, vec = await pipe.execute()
+        ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=lambda fw: -fw[1])
+        return UserRecord(history=parse_history({_s(k): _s(v) for k, v in hist.items()}),
+                          friends=ties[: self._settings.max_friends],
+                          vector=decode_vector(vec, version))
+
+    async def friends_state(self, friend_ids: Sequence[str], version: str) -> tuple[
+            list[np.ndarray | None], list[list[tuple[str, float]]]]:
+        """Friends' cached vectors and recent histories in one round trip."""
+        if not friend_ids:
+            return [], []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for f in friend_ids:
+                pipe.get(self.keys.vector(f))
+                pipe.hgetall(self.keys.history(f))
+            replies = await pipe.execute()
+        vectors = [decode_vector(raw, version) for raw in replies[0::2]]
+        histories = [parse_history({_s(k): _s(v) for k, v in h.items()}) for h in replies[1::2]]
+        return vectors, histories
+
+    async def save_vectors(self, vectors: dict[str, np.ndarray], version: str) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user_id, vector in vectors.items():
+                pipe.set(self.keys.vector(user_id), encode_vector(vector, version),
+                         ex=VECTOR_TTL_S)
+            await pipe.execute()
+
+    async def apply(self, events: Sequence[Event]) -> list[bool]:
+        """Apply events; True where applied, False where the event id was seen before. Raises
+        on any Redis failure — callers answer 503 and the client's retry is safe."""
+        s, now = self._settings, time.time()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for e in events:
+                weight = event_weight(e.type, e.value, s.event_weights)
+                await self._apply(keys=self._event_keys(e), client=pipe, args=[
+                    e.event_id, s.dedup_ttl_s, e.user_id, e.type, e.item_id or "",
+                    e.friend_id or "", "" if e.value is None else repr(e.value),
+                    "" if e.timestamp is None else repr(e.timestamp), repr(weight),
+                    repr(e.timestamp if e.timestamp is not None else now), s.history_len,
+                    s.stream_maxlen])
+            results = await pipe.execute()
+        return [bool(r) for r in results]
+
+    def _event_keys(self, e: Event) -> list[str]:
+        k = self.keys
+        return [k.seen_event(e.user_id, e.event_id), k.history(e.user_id), k.friends(e.user_id),
+                k.vector(e.user_id), k.events, k.popularity]
+
+    async def popular(self, n: int) -> list[str]:
+        return [_s(i) for i in await self.client.zrevrange(self.keys.popularity, 0, n - 1)]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

