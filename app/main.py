@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 import faiss
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app import __version__
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _internal_error)
     return app
 
@@ -54,23 +57,25 @@ def _lifespan(settings: Settings, metrics: Metrics):
         store = RedisStore(connect(settings), settings)
         state = AppState(settings=settings, store=store, models=models, metrics=metrics)
         app.state.socialrec = state
-        refresher = asyncio.create_task(_refresh_popularity(state))
+        stopping = asyncio.Event()
+        refresher = asyncio.create_task(_refresh_popularity(state, stopping))
         log.info("serving model %s from %s", model.version, settings.artifacts)
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            # Let an in-flight Redis call finish (bounded by its timeout) instead of
+            # cancelling it half-way through the connection's protocol.
+            stopping.set()
+            await refresher
             await store.close()
 
     return lifespan
 
 
-async def _refresh_popularity(state: AppState) -> None:
+async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
     """Keep a live popularity order in memory: fresh trends when Redis answers, and still a
     list to serve from when it does not."""
-    while True:
+    while not stopping.is_set():
         model = state.models.current
         if model is not None:
             try:
@@ -82,7 +87,15 @@ async def _refresh_popularity(state: AppState) -> None:
                 top = np.fromiter((index[i] for i in live if i in index), dtype=np.int64)
                 rest = model.popular[~np.isin(model.popular, top)]
                 state.live_popular = (model.version, np.concatenate([top, rest]))
-        await asyncio.sleep(POPULARITY_REFRESH_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field, without echoing the input back (it may be huge, hostile, or
+    not even representable in JSON, like NaN)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

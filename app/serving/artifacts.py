@@ -109,10 +109,13 @@ class ModelArtifacts:
         manifest = read_manifest(folder)
         try:
             session = _onnx_session(folder / manifest.encoder_file, onnx_threads)
+        except Exception as exc:  # onnxruntime raises its own types for each kind of bad file
+            raise ArtifactError(f"{folder}: cannot load the ONNX encoder: {exc}") from exc
+        try:
             index = faiss.read_index(str(folder / manifest.index.file))
             records = json.loads((folder / manifest.items_file).read_text(encoding="utf-8"))
             popularity = np.load(folder / manifest.popularity_file, allow_pickle=False)
-        except (OSError, RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             raise ArtifactError(f"{folder}: cannot read artifact: {exc}") from exc
         _check_consistent(manifest, session, index, records, popularity)
         if "efSearch" in manifest.index.params and hasattr(index, "hnsw"):

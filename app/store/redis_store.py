@@ -125,13 +125,15 @@ class RedisStore:
         on any Redis failure — callers answer 503 and the client's retry is safe."""
         s, now = self._settings, time.time()
         async with self.client.pipeline(transaction=False) as pipe:
-            for e in events:
+            for n, e in enumerate(events):
+                # Batch order breaks ties between events without a timestamp.
+                recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
                 weight = event_weight(e.type, e.value, s.event_weights)
                 await self._apply(keys=self._event_keys(e), client=pipe, args=[
                     e.event_id, s.dedup_ttl_s, e.user_id, e.type, e.item_id or "",
                     e.friend_id or "", "" if e.value is None else repr(e.value),
                     "" if e.timestamp is None else repr(e.timestamp), repr(weight),
-                    repr(e.timestamp if e.timestamp is not None else now), s.history_len,
+                    repr(recency), s.history_len,
                     s.stream_maxlen])
             results = await pipe.execute()
         return [bool(r) for r in results]

@@ -16,7 +16,8 @@ router = APIRouter(tags=["recommend"])
 PERSONAL = {Strategy.PERSONAL, Strategy.PERSONAL_SOCIAL}
 
 
-@router.get("/recommend/{user_id}", response_model=Recommendations)
+@router.get("/recommend/{user_id}", response_model=Recommendations,
+            response_model_exclude_none=True)
 async def recommend(
     state: StateDep,
     recommender: RecommenderDep,

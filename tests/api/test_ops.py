@@ -1,0 +1,59 @@
+"""Operations endpoints and degraded behaviour when Redis is unreachable."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.config import Settings
+from app.tools.local_redis import free_port
+from tests.conftest import app_client
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["model_version"].startswith("m-")
+
+
+async def test_metrics_are_prometheus_text_labelled_by_route_template(
+        client: httpx.AsyncClient) -> None:
+    await client.get("/recommend/some-user-42")
+    await client.post("/events", json={"events": [
+        {"user_id": "m", "type": "view", "item_id": "p00001"}]})
+    text = (await client.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    routes = {s.labels.get("route") for s in families["socialrec_http_requests"].samples}
+    assert "/recommend/{user_id}" in routes
+    assert not any("some-user-42" in (r or "") for r in routes)
+    events = families["socialrec_events_ingested"].samples
+    assert any(s.labels.get("type") == "view" and s.value == 1 for s in events)
+    assert "socialrec_model_info" in families
+    assert "socialrec_recommend_strategy" in families
+
+
+async def test_redis_down_degrades_instead_of_failing(settings: Settings) -> None:
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with app_client(down) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert "redis" in ready.json()["reason"]
+        body = (await client.get("/recommend/u0001", params={"k": 5})).json()
+        assert body["degraded"] is True
+        assert len(body["items"]) == 5
+        response = await client.post("/events", json={"events": [
+            {"user_id": "u", "type": "view", "item_id": "p00001"}]})
+        assert response.status_code == 503
+
+
+async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    for path in ("/recommend/{user_id}", "/events", "/users/{user_id}", "/healthz", "/readyz",
+                 "/metrics", "/admin/reload"):
+        assert path in paths, path
+    params = {p["name"] for p in paths["/recommend/{user_id}"]["get"]["parameters"]}
+    assert params == {"user_id", "k", "exclude_seen", "exclude", "category", "explain"}
+    assert {"202", "422", "503"} <= set(paths["/events"]["post"]["responses"])
+    assert "503" in paths["/readyz"]["get"]["responses"]

@@ -1,0 +1,130 @@
+"""GET /recommend/{user_id}: strategies, filters, explanations, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import data
+
+
+def ids(body: dict) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+async def get(client: httpx.AsyncClient, user: str, **params: object) -> dict:
+    response = await client.get(f"/recommend/{user}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def user_with_history_and_friends(synth_dir: Path) -> str:
+    hist, friends = data.histories(synth_dir), data.friends(synth_dir)
+    return next(u for u in sorted(hist) if u in friends and data.purchases(synth_dir).get(u))
+
+
+async def test_known_user_gets_personal_social_without_what_they_bought(
+        client: httpx.AsyncClient, synth_dir: Path) -> None:
+    user = user_with_history_and_friends(synth_dir)
+    body = await get(client, user, k=20)
+    assert body["strategy"] == "personal_social"
+    assert body["degraded"] is False
+    assert len(body["items"]) == 20
+    assert not set(ids(body)) & data.purchases(synth_dir)[user]
+    assert all(i["title"] for i in body["items"])
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_unknown_user_gets_popular_not_404(client: httpx.AsyncClient) -> None:
+    body = await get(client, "never-seen-before", k=10)
+    assert body["strategy"] == "popular"
+    assert len(body["items"]) == 10
+
+
+async def test_new_user_with_friends_gets_their_taste(client: httpx.AsyncClient,
+                                                      synth_dir: Path) -> None:
+    hist, cats = data.histories(synth_dir), data.item_categories(synth_dir)
+    friends = [u for u in sorted(hist) if len(hist[u]) >= 20][:3]
+    events = [{"user_id": "newcomer", "type": "follow", "friend_id": f} for f in friends]
+    assert (await client.post("/events", json={"events": events})).status_code == 202
+
+    body = await get(client, "newcomer", k=20)
+    popular = await get(client, "nobody-at-all", k=20)
+    assert body["strategy"] == "social_cold_start"
+    taste = data.category_profile(set().union(*(hist[f] for f in friends)), cats)
+
+    def closeness(items: list[str]) -> float:
+        return sum(taste[cats[i]] for i in items) / len(items)
+
+    assert closeness(ids(body)) > 1.2 * closeness(ids(popular))
+
+
+async def test_purchases_move_a_category_up_at_once(client: httpx.AsyncClient,
+                                                    synth_dir: Path) -> None:
+    user = user_with_history_and_friends(synth_dir)
+    cats = data.item_categories(synth_dir)
+    before = await get(client, user, k=50)
+    target = min(sorted(set(cats.values())),
+                 key=lambda c: sum(cats[i] == c for i in ids(before)))
+    bought = [i for i in sorted(cats) if cats[i] == target][:6]
+    events = [{"event_id": f"buy-{n}", "user_id": user, "type": "purchase", "item_id": i}
+              for n, i in enumerate(bought)]
+    first = await client.post("/events", json={"events": events})
+    assert first.json() == {"accepted": 6, "duplicates": 0}
+
+    after = await get(client, user, k=50)
+    assert sum(cats[i] == target for i in ids(after)) > sum(cats[i] == target for i in ids(before))
+    assert not set(bought) & set(ids(after)), "just-bought items are excluded"
+
+    again = await client.post("/events", json={"events": events})
+    assert again.status_code == 202
+    assert again.json() == {"accepted": 0, "duplicates": 6}
+    assert ids(await get(client, user, k=50)) == ids(after)
+
+
+async def test_follow_names_the_friend_who_bought_the_item(client: httpx.AsyncClient,
+                                                          synth_dir: Path) -> None:
+    cats = data.item_categories(synth_dir)
+    item = sorted(cats)[7]
+    events = [{"user_id": "friend-x", "type": "purchase", "item_id": item},
+              {"user_id": "fan", "type": "follow", "friend_id": "friend-x"}]
+    assert (await client.post("/events", json={"events": events})).status_code == 202
+
+    body = await get(client, "fan", k=100, explain="true")
+    assert body["strategy"] == "social_cold_start"
+    reasons = {i["item_id"]: i["reasons"] for i in body["items"]}
+    assert item in reasons
+    assert {"kind": "friends_engaged", "friends": ["friend-x"]} in reasons[item]
+
+
+async def test_exclude_and_category_keep_the_list_k_long(client: httpx.AsyncClient,
+                                                         synth_dir: Path) -> None:
+    user = user_with_history_and_friends(synth_dir)
+    cats = data.item_categories(synth_dir)
+    first = ids(await get(client, user, k=10))
+    body = await get(client, user, k=10, exclude=first[:5])
+    assert len(body["items"]) == 10
+    assert not set(first[:5]) & set(ids(body))
+
+    wanted = sorted(set(cats.values()))[:2]
+    body = await get(client, user, k=30, category=wanted)
+    assert len(body["items"]) == 30
+    assert {i["category"] for i in body["items"]} <= set(wanted)
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    ("/recommend/u1?k=0", "k"),
+    ("/recommend/u1?k=101", "k"),
+    ("/recommend/u1?k=abc", "k"),
+    ("/recommend/bad%20id", "user_id"),
+    ("/recommend/" + "x" * 129, "user_id"),
+    ("/recommend/u1?exclude=no%20spaces", "exclude"),
+])
+async def test_malformed_input_is_422_naming_the_field(client: httpx.AsyncClient, path: str,
+                                                       field: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 422
+    assert field in {str(part) for err in response.json()["detail"] for part in err["loc"]}

@@ -1,0 +1,100 @@
+"""The Redis store against a real Redis: events apply once, histories stay capped and ordered,
+vectors from another model version are never returned, the log round-trips to CSV."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.config import Settings
+from app.offline.dataset import read_interactions
+from app.store.bootstrap import load_into_redis
+from app.store.export import export_events
+from app.store.redis_store import Event, RedisStore, connect
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[RedisStore]:
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, history_len=3)
+    s = RedisStore(connect(settings), settings)
+    yield s
+    await s.close()
+
+
+def view(n: int, user: str = "u", item: str | None = None, kind: str = "view") -> Event:
+    return Event(event_id=f"e{n}", user_id=user, type=kind, item_id=item or f"i{n}",
+                 timestamp=1_700_000_000 + n)
+
+
+async def test_events_apply_exactly_once(store: RedisStore) -> None:
+    assert await store.apply([view(1), view(2)]) == [True, True]
+    assert await store.apply([view(2), view(3)]) == [False, True]
+    log = await store.client.xrange(store.keys.events)
+    assert [f[b"event_id"] for _, f in log] == [b"e1", b"e2", b"e3"]
+    assert sorted(await store.popular(10)) == ["i1", "i2", "i3"]
+
+
+async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStore) -> None:
+    await store.apply([view(n) for n in range(1, 6)])
+    await store.apply([view(9, item="i5", kind="purchase")])
+    user = await store.user("u", "v1")
+    assert [i for i, _ in user.history] == ["i5", "i4", "i3"]
+    assert dict(user.history)["i5"] == pytest.approx(1.0 + 8.0)
+
+
+async def test_follow_and_unfollow(store: RedisStore) -> None:
+    await store.apply([Event("f1", "u", "follow", friend_id="a", value=0.5),
+                       Event("f2", "u", "follow", friend_id="b")])
+    assert sorted((await store.user("u", "v1")).friends) == [("a", 0.5), ("b", 1.0)]
+    await store.apply([Event("f3", "u", "unfollow", friend_id="a")])
+    assert (await store.user("u", "v1")).friends == [("b", 1.0)]
+
+
+async def test_vector_cache_is_tagged_by_model_version(store: RedisStore) -> None:
+    vector = np.arange(4, dtype=np.float32)
+    await store.save_vectors({"u": vector}, "v1")
+    assert np.array_equal((await store.user("u", "v1")).vector, vector)
+    assert (await store.user("u", "v2")).vector is None
+    await store.apply([view(1)])
+    assert (await store.user("u", "v1")).vector is None, "new behaviour invalidates the vector"
+
+
+async def test_friends_state_in_one_round_trip(store: RedisStore) -> None:
+    await store.apply([view(1, user="a"), view(2, user="b")])
+    await store.save_vectors({"a": np.ones(2, dtype=np.float32)}, "v1")
+    vectors, histories = await store.friends_state(["a", "b", "ghost"], "v1")
+    assert vectors[0] is not None and vectors[1] is None and vectors[2] is None
+    assert [[i for i, _ in h] for h in histories] == [["i1"], ["i2"], []]
+
+
+async def test_events_export_round_trips(store: RedisStore, redis_url: str, key_prefix: str,
+                                         tmp_path: Path) -> None:
+    await store.apply([view(1), Event("r", "u", "rate", item_id="i2", value=4.0),
+                       Event("f", "u", "follow", friend_id="w")])
+    out = tmp_path / "live" / "interactions.csv"
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix)
+    assert export_events(out, settings=settings, progress=False) == (2, 1)
+    rows = read_interactions(out)
+    assert [(r.user_id, r.item_id, r.event, r.value) for r in rows] == [
+        ("u", "i1", "view", None), ("u", "i2", "rate", 4.0)]
+    with (out.parent / "social_events.csv").open() as fh:
+        assert [(r["user_id"], r["friend_id"], r["event"]) for r in csv.DictReader(fh)] == [
+            ("u", "w", "follow")]
+
+
+async def test_bootstrap_loads_histories_and_friends(artifacts_dir: Path, synth_dir: Path,
+                                                     redis_url: str, key_prefix: str) -> None:
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, artifacts=artifacts_dir)
+    n = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
+    assert n > 0
+    again = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
+    assert again == n
+    s = RedisStore(connect(settings), settings)
+    user = await s.user("u0001", "v")
+    await s.close()
+    assert 0 < len(user.history) <= settings.history_len
+    assert user.friends
