@@ -22,20 +22,24 @@ class Keys:
         """STRING model_version + NUL + float32 bytes: the user's own encoder output."""
         return f"{self.prefix}:{{u:{user_id}}}:vec"
 
-    def seen_event(self, user_id: str, event_id: str) -> str:
-        """Event-id de-duplication marker, with a TTL; in the user's slot (an event id always
-        belongs to one user) so the check and the writes are one atomic script."""
+    def applied(self, user_id: str, event_id: str) -> str:
+        """Marker (with a TTL): this event already changed the user's state. In the user's slot
+        so the check and the writes are one atomic script."""
         return f"{self.prefix}:{{u:{user_id}}}:ev:{event_id}"
+
+    def logged(self, event_id: str) -> str:
+        """Marker (with a TTL): this event is already in the log. In the log's slot."""
+        return f"{self.prefix}:{{log}}:ev:{event_id}"
 
     @property
     def events(self) -> str:
         """STREAM: the durable event log retraining reads."""
-        return f"{self.prefix}:events"
+        return f"{self.prefix}:{{log}}:events"
 
     @property
     def popularity(self) -> str:
-        """ZSET item_id → behaviour events seen live."""
-        return f"{self.prefix}:pop"
+        """ZSET item_id → behaviour events seen live (kept in the log's slot, counted once)."""
+        return f"{self.prefix}:{{log}}:pop"
 
     def user_pattern(self) -> str:
         return f"{self.prefix}:{{u:*}}:*"

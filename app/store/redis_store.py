@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from app.config import Settings
 from app.events import event_weight
 from app.store.keys import Keys
-from app.store.scripts import APPLY_EVENT
+from app.store.scripts import APPLY_EVENT, LOG_EVENT
 
 VECTOR_TTL_S = 7 * 24 * 3600
 
@@ -80,6 +80,7 @@ class RedisStore:
         self.client = client
         self.keys = Keys(settings.key_prefix)
         self._settings = settings
+        self._log = client.register_script(LOG_EVENT)
         self._apply = client.register_script(APPLY_EVENT)
 
     async def close(self) -> None:
@@ -121,27 +122,28 @@ class RedisStore:
             await pipe.execute()
 
     async def apply(self, events: Sequence[Event]) -> list[bool]:
-        """Apply events; True where applied, False where the event id was seen before. Raises
-        on any Redis failure — callers answer 503 and the client's retry is safe."""
+        """Log and apply events; True where applied now, False where the event id had been
+        applied before. Raises on any Redis failure — callers answer 503 and the client's retry
+        of the same batch is safe (see app.store.scripts)."""
         s, now = self._settings, time.time()
         async with self.client.pipeline(transaction=False) as pipe:
             for n, e in enumerate(events):
                 # Batch order breaks ties between events without a timestamp.
                 recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
-                weight = event_weight(e.type, e.value, s.event_weights)
-                await self._apply(keys=self._event_keys(e), client=pipe, args=[
-                    e.event_id, s.dedup_ttl_s, e.user_id, e.type, e.item_id or "",
-                    e.friend_id or "", "" if e.value is None else repr(e.value),
-                    "" if e.timestamp is None else repr(e.timestamp), repr(weight),
-                    repr(recency), s.history_len,
-                    s.stream_maxlen])
+                value = "" if e.value is None else repr(e.value)
+                await self._log(client=pipe, keys=[
+                    self.keys.logged(e.event_id), self.keys.events, self.keys.popularity], args=[
+                    s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type,
+                    e.item_id or "", e.friend_id or "", value,
+                    "" if e.timestamp is None else repr(e.timestamp)])
+                await self._apply(client=pipe, keys=[
+                    self.keys.applied(e.user_id, e.event_id), self.keys.history(e.user_id),
+                    self.keys.friends(e.user_id), self.keys.vector(e.user_id)], args=[
+                    s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value,
+                    repr(event_weight(e.type, e.value, s.event_weights)), repr(recency),
+                    s.history_len])
             results = await pipe.execute()
-        return [bool(r) for r in results]
-
-    def _event_keys(self, e: Event) -> list[str]:
-        k = self.keys
-        return [k.seen_event(e.user_id, e.event_id), k.history(e.user_id), k.friends(e.user_id),
-                k.vector(e.user_id), k.events, k.popularity]
+        return [bool(r) for r in results[1::2]]
 
     async def popular(self, n: int) -> list[str]:
         return [_s(i) for i in await self.client.zrevrange(self.keys.popularity, 0, n - 1)]

@@ -1,36 +1,56 @@
-"""Lua run inside Redis. Applying one event is one script: the de-duplication check, the log
-append and the state updates happen together or not at all, so a retried batch after a failure
-applies each event exactly once."""
+"""Lua run inside Redis. An event is applied by two scripts, each atomic and idempotent on its
+own and each confined to one hash slot (so the same code runs on Redis Cluster):
 
-APPLY_EVENT = """
--- KEYS: seen_event, history, friends, vector, events stream, popularity
--- ARGV: event_id, dedup_ttl, user_id, type, item_id, friend_id, value, timestamp,
---       weight, recency, history_cap, stream_maxlen
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+1. LOG_EVENT, in the `{log}` slot: remember the event id, append to the stream, count
+   popularity — all or nothing.
+2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event id, update history or friends,
+   drop the cached vector — all or nothing.
+
+A failure between or during the two leaves each step either done or not done; the client's
+retry of the same batch completes the missing step and skips the done one, so every event ends
+up logged once and applied once.
+"""
+
+LOG_EVENT = """
+-- KEYS: seen marker, events stream, popularity
+-- ARGV: dedup_ttl, stream_maxlen, event_id, user_id, type, item_id, friend_id, value, timestamp
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*',
-  'event_id', ARGV[1], 'user_id', ARGV[3], 'type', ARGV[4], 'item_id', ARGV[5],
-  'friend_id', ARGV[6], 'value', ARGV[7], 'timestamp', ARGV[8])
-local kind = ARGV[4]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+  'event_id', ARGV[3], 'user_id', ARGV[4], 'type', ARGV[5], 'item_id', ARGV[6],
+  'friend_id', ARGV[7], 'value', ARGV[8], 'timestamp', ARGV[9])
+if ARGV[6] ~= '' then
+  redis.call('ZINCRBY', KEYS[3], 1, ARGV[6])
+end
+return 1
+"""
+
+APPLY_EVENT = """
+-- KEYS: seen marker, history, friends, vector
+-- ARGV: dedup_ttl, type, item_id, friend_id, value, weight, recency, history_cap
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local kind = ARGV[2]
 if kind == 'follow' then
-  local tie = tonumber(ARGV[7]) or 1
+  local tie = tonumber(ARGV[5]) or 1
   if tie <= 0 then tie = 1 end
-  redis.call('HSET', KEYS[3], ARGV[6], tie)
+  redis.call('HSET', KEYS[3], ARGV[4], tie)
   return 1
 elseif kind == 'unfollow' then
-  redis.call('HDEL', KEYS[3], ARGV[6])
+  redis.call('HDEL', KEYS[3], ARGV[4])
   return 1
 end
-local weight, recency = tonumber(ARGV[9]), tonumber(ARGV[10])
-local current = redis.call('HGET', KEYS[2], ARGV[5])
+local weight, recency = tonumber(ARGV[6]), tonumber(ARGV[7])
+local current = redis.call('HGET', KEYS[2], ARGV[3])
 if current then
   local sep = string.find(current, ':', 1, true)
   weight = weight + tonumber(string.sub(current, 1, sep - 1))
   recency = math.max(recency, tonumber(string.sub(current, sep + 1)))
 end
-redis.call('HSET', KEYS[2], ARGV[5], string.format('%.6g:%.17g', weight, recency))
-if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[11]) then
+redis.call('HSET', KEYS[2], ARGV[3], string.format('%.6g:%.17g', weight, recency))
+if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[8]) then
   local entries = redis.call('HGETALL', KEYS[2])
   local oldest, oldest_at = nil, math.huge
   for i = 1, #entries, 2 do
@@ -40,7 +60,6 @@ if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[11]) then
   end
   redis.call('HDEL', KEYS[2], oldest)
 end
-redis.call('ZINCRBY', KEYS[6], 1, ARGV[5])
 redis.call('DEL', KEYS[4])
 return 1
 """
