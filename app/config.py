@@ -32,14 +32,13 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(None, description="bearer token for /admin; unset = admin off")
     history_len: int = Field(50, ge=1, le=1000, description="recent events kept per user")
     max_friends: int = Field(100, ge=0, le=5000, description="friends blended per request")
-    dedup_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long event ids are remembered")
+    dedup_ttl_s: int = Field(24 * 3600, ge=60, description="how long event ids are remembered")
     stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length cap")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
-    event_weights: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
-        description="weight of each behaviour type; unknown types weigh 1",
-    )
+    event_weights: dict[str, float] | None = Field(
+        None, description="JSON object type → weight; default: the weights the model was "
+        "trained with. Types outside it are rejected with 422")
 
     @field_validator("admin_token")
     @classmethod

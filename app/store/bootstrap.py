@@ -7,7 +7,7 @@ from pathlib import Path
 import redis
 from tqdm import tqdm
 
-from app.config import Settings
+from app.config import DEFAULT_EVENT_WEIGHTS, Settings
 from app.offline.dataset import Dataset, load_dataset
 from app.serving.artifacts import read_manifest
 from app.store.keys import Keys
@@ -30,7 +30,8 @@ def load_into_redis(artifact_dir: Path, data_dir: Path, redis_url: str | None = 
     Returns the number of users written."""
     settings = settings or Settings()
     manifest = read_manifest(artifact_dir)
-    data = load_dataset(data_dir, manifest.event_weights or settings.event_weights)
+    data = load_dataset(data_dir, settings.event_weights or manifest.event_weights
+                        or DEFAULT_EVENT_WEIGHTS)
     client = sync_client(redis_url, settings)
     keys = Keys(settings.key_prefix)
     users = range(data.n_users)

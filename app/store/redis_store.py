@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +121,8 @@ class RedisStore:
                          ex=VECTOR_TTL_S)
             await pipe.execute()
 
-    async def apply(self, events: Sequence[Event]) -> list[bool]:
+    async def apply(self, events: Sequence[Event],
+                    type_weights: Mapping[str, float]) -> list[bool]:
         """Log and apply events; True where applied now, False where the event id had been
         applied before. Raises on any Redis failure — callers answer 503 and the client's retry
         of the same batch is safe (see app.store.scripts)."""
@@ -140,7 +141,7 @@ class RedisStore:
                     self.keys.applied(e.user_id, e.event_id), self.keys.history(e.user_id),
                     self.keys.friends(e.user_id), self.keys.vector(e.user_id)], args=[
                     s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value,
-                    repr(event_weight(e.type, e.value, s.event_weights)), repr(recency),
+                    repr(event_weight(e.type, e.value, type_weights)), repr(recency),
                     s.history_len])
             results = await pipe.execute()
         return [bool(r) for r in results[1::2]]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.config import DEFAULT_EVENT_WEIGHTS as W
 from app.config import Settings
 from app.offline.dataset import read_interactions
 from app.store.bootstrap import load_into_redis
@@ -31,16 +32,16 @@ def view(n: int, user: str = "u", item: str | None = None, kind: str = "view") -
 
 
 async def test_events_apply_exactly_once(store: RedisStore) -> None:
-    assert await store.apply([view(1), view(2)]) == [True, True]
-    assert await store.apply([view(2), view(3)]) == [False, True]
+    assert await store.apply([view(1), view(2)], W) == [True, True]
+    assert await store.apply([view(2), view(3)], W) == [False, True]
     log = await store.client.xrange(store.keys.events)
     assert [f[b"event_id"] for _, f in log] == [b"e1", b"e2", b"e3"]
     assert sorted(await store.popular(10)) == ["i1", "i2", "i3"]
 
 
 async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStore) -> None:
-    await store.apply([view(n) for n in range(1, 6)])
-    await store.apply([view(9, item="i5", kind="purchase")])
+    await store.apply([view(n) for n in range(1, 6)], W)
+    await store.apply([view(9, item="i5", kind="purchase")], W)
     user = await store.user("u", "v1")
     assert [i for i, _ in user.history] == ["i5", "i4", "i3"]
     assert dict(user.history)["i5"] == pytest.approx(1.0 + 8.0)
@@ -48,9 +49,9 @@ async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStor
 
 async def test_follow_and_unfollow(store: RedisStore) -> None:
     await store.apply([Event("f1", "u", "follow", friend_id="a", value=0.5),
-                       Event("f2", "u", "follow", friend_id="b")])
+                       Event("f2", "u", "follow", friend_id="b")], W)
     assert sorted((await store.user("u", "v1")).friends) == [("a", 0.5), ("b", 1.0)]
-    await store.apply([Event("f3", "u", "unfollow", friend_id="a")])
+    await store.apply([Event("f3", "u", "unfollow", friend_id="a")], W)
     assert (await store.user("u", "v1")).friends == [("b", 1.0)]
 
 
@@ -59,12 +60,12 @@ async def test_vector_cache_is_tagged_by_model_version(store: RedisStore) -> Non
     await store.save_vectors({"u": vector}, "v1")
     assert np.array_equal((await store.user("u", "v1")).vector, vector)
     assert (await store.user("u", "v2")).vector is None
-    await store.apply([view(1)])
+    await store.apply([view(1)], W)
     assert (await store.user("u", "v1")).vector is None, "new behaviour invalidates the vector"
 
 
 async def test_friends_state_in_one_round_trip(store: RedisStore) -> None:
-    await store.apply([view(1, user="a"), view(2, user="b")])
+    await store.apply([view(1, user="a"), view(2, user="b")], W)
     await store.save_vectors({"a": np.ones(2, dtype=np.float32)}, "v1")
     vectors, histories = await store.friends_state(["a", "b", "ghost"], "v1")
     assert vectors[0] is not None and vectors[1] is None and vectors[2] is None
@@ -74,7 +75,7 @@ async def test_friends_state_in_one_round_trip(store: RedisStore) -> None:
 async def test_events_export_round_trips(store: RedisStore, redis_url: str, key_prefix: str,
                                          tmp_path: Path) -> None:
     await store.apply([view(1), Event("r", "u", "rate", item_id="i2", value=4.0),
-                       Event("f", "u", "follow", friend_id="w")])
+                       Event("f", "u", "follow", friend_id="w")], W)
     out = tmp_path / "live" / "interactions.csv"
     settings = Settings(redis_url=redis_url, key_prefix=key_prefix)
     assert export_events(out, settings=settings, progress=False) == (2, 1)
@@ -98,3 +99,20 @@ async def test_bootstrap_loads_histories_and_friends(artifacts_dir: Path, synth_
     await s.close()
     assert 0 < len(user.history) <= settings.history_len
     assert user.friends
+
+
+async def test_retry_after_a_half_applied_event_completes_it_once(store: RedisStore) -> None:
+    """A crash after the log step and before the state step: the retry applies the state and
+    does not log twice."""
+    from app.store.scripts import LOG_EVENT
+
+    event = view(7)
+    await store.client.eval(LOG_EVENT, 3, store.keys.logged(event.event_id), store.keys.events,
+                            store.keys.popularity, 60, 1000, event.event_id, event.user_id,
+                            event.type, event.item_id, "", "", "")
+    assert (await store.user("u", "v")).history == []
+    assert await store.apply([event], W) == [True]
+    assert await store.apply([event], W) == [False]
+    assert [i for i, _ in (await store.user("u", "v")).history] == ["i7"]
+    assert await store.client.xlen(store.keys.events) == 1
+    assert await store.client.zscore(store.keys.popularity, "i7") == 1

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 
 from fastapi import APIRouter, HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
-from app.api.deps import MetricsDep, SettingsDep, StoreDep
+from app.api.deps import MetricsDep, RecommenderDep, SettingsDep, StoreDep
 from app.api.schemas import EventIn, EventsAccepted, EventsIn
-from app.config import Settings
+from app.config import DEFAULT_EVENT_WEIGHTS, Settings
 from app.events import SOCIAL_TYPES
 from app.serving.online import STORE_ERRORS
+from app.serving.pipeline import Recommender
 from app.store.redis_store import Event
 
 router = APIRouter(tags=["events"])
@@ -23,11 +25,12 @@ log = logging.getLogger(__name__)
              responses={422: {"description": "invalid event; the detail names the field"},
                         503: {"description": "the events could not be stored; retry"}})
 async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
-                      metrics: MetricsDep) -> EventsAccepted:
-    _check_types(body.events, settings)
+                      recommender: RecommenderDep, metrics: MetricsDep) -> EventsAccepted:
+    weights = type_weights(settings, recommender)
+    _check_types(body.events, weights)
     events = [_to_event(e) for e in body.events]
     try:
-        applied = await store.apply(events)
+        applied = await store.apply(events, weights)
     except STORE_ERRORS as exc:
         log.warning("event batch not stored: %s", type(exc).__name__)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -40,8 +43,13 @@ async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
     return EventsAccepted(accepted=len(events) - duplicates, duplicates=duplicates)
 
 
-def _check_types(events: list[EventIn], settings: Settings) -> None:
-    known = SOCIAL_TYPES | settings.event_weights.keys()
+def type_weights(settings: Settings, recommender: Recommender) -> Mapping[str, float]:
+    """The weights the model was trained with, unless the operator overrides them."""
+    return settings.event_weights or recommender.manifest.event_weights or DEFAULT_EVENT_WEIGHTS
+
+
+def _check_types(events: list[EventIn], weights: Mapping[str, float]) -> None:
+    known = SOCIAL_TYPES | weights.keys()
     errors = [{"type": "value_error", "loc": ("body", "events", n, "type"),
                "msg": f"unknown event type; expected one of {sorted(known)}", "input": e.type}
               for n, e in enumerate(events) if e.type not in known]
