@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,6 +74,9 @@ def _events_export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Before faiss is imported anywhere, and inherited by every worker: single FAISS queries
+    # are many times slower with several OpenMP threads.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
