@@ -18,7 +18,7 @@ from app.config import Settings
 from app.main import create_app
 from app.offline.synth import write_synthetic_dataset
 from app.store.bootstrap import load_into_redis
-from app.tools.local_redis import LocalRedis, answers
+from app.tools.local_redis import LocalRedis, LocalRedisCluster, answers
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SYNTH = {"n_users": 300, "n_items": 400, "seed": 3}
@@ -34,6 +34,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with LocalRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A seed URL of a 3-master Redis Cluster of our own on free loopback ports, started on
+    first use and stopped (exactly its processes) at the end of the session."""
+    with LocalRedisCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.url
 
 
 @pytest.fixture

@@ -40,7 +40,11 @@ class MetricsMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 before the body is parsed: by Content-Length when given, else while streaming."""
+    """413 before the body is parsed: by Content-Length when given, else while streaming.
+
+    A streamed (chunked) body is cut off at the limit: the app's read fails there, and whatever
+    the app makes of that failure (FastAPI turns any read error into a 400) is replaced by the
+    413. The rest of the body is never read."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -55,18 +59,33 @@ class BodyLimitMiddleware:
             await _too_large(send, self.max_bytes)
             return
         received = 0
+        too_large = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                too_large = True
                 raise BodyTooLarge
             return message
 
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # the app's answer to the cut-off body; the 413 goes out instead
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except BodyTooLarge:
+            await self.app(scope, limited, guarded)
+        except Exception:
+            if not too_large:
+                raise  # a real error: the app's own handlers decide
+        if too_large and not started:
             await _too_large(send, self.max_bytes)
 
 

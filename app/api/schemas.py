@@ -86,6 +86,12 @@ class UserView(BaseModel):
     friends: list[Friend]
 
 
+class Problem(BaseModel):
+    """The body of every error but a 422: `{"detail": "what went wrong"}`."""
+
+    detail: str
+
+
 class Status(BaseModel):
     status: str
     model_version: str | None = None

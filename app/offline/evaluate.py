@@ -70,7 +70,7 @@ def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
     for u in users:
         fr = data.friends[u][: recommender.manifest.blend.max_friends]
         friends = Friends(ids=[data.users.ids[f] for f, _ in fr],
-                          vectors=vectors[[f for f, _ in fr]].reshape(len(fr), -1),
+                          vectors=vectors[[f for f, _ in fr]].reshape(len(fr), vectors.shape[1]),
                           ties=np.asarray([w for _, w in fr], dtype=np.float32),
                           items=[histories[f].items for f, _ in fr])
         states[u] = UserState(history=histories[u], friends=friends, vector=vectors[u])

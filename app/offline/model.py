@@ -115,12 +115,30 @@ class SocialScorer(nn.Module):
                 has_friends: torch.Tensor) -> torch.Tensor:
         return self.blended(own, friend_mean, has_friends) @ self.item_vectors().T
 
-    def loss(self, own: torch.Tensor, friend_mean: torch.Tensor, has_friends: torch.Tensor,
-             seen: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def parts(self, own: torch.Tensor, friend_mean: torch.Tensor) -> tuple[
+            torch.Tensor, torch.Tensor]:
+        """The parameter-free halves of `forward`: own·[y, 0] and friend_mean·[y, 0]. Since the
+        last coordinate of `own` is 1 and that of a friend mean is 1 too (a tie-weighted mean of
+        ones), forward = own_part + b + fw·has·(friend_part + b) with b = β·log1p(n) — the
+        same numbers, but the (B, n_items) products are computed once, not every step."""
+        d = self.factors.shape[1]
+        return own[:, :d] @ self.factors.T, friend_mean[:, :d] @ self.factors.T
+
+    def from_parts(self, own_part: torch.Tensor, friend_part: torch.Tensor,
+                   has_friends: torch.Tensor,
+                   log_counts: torch.Tensor | None = None) -> torch.Tensor:
+        """`log_counts` (B, C) when the parts are restricted to C candidate columns per row."""
+        bias = self.bias_strength * (self.log_counts if log_counts is None else log_counts)
+        mix = (self.friend_weight * has_friends)[:, None]
+        return own_part + bias + mix * (friend_part + bias)
+
+    def loss(self, own_part: torch.Tensor, friend_part: torch.Tensor,
+             has_friends: torch.Tensor, seen: torch.Tensor, targets: torch.Tensor,
+             log_counts: torch.Tensor | None = None) -> torch.Tensor:
         """Softmax cross-entropy of held-out items, with the user's seen items excluded as the
         service excludes them (dense (B, n_items) bool `seen`, float `targets`)."""
-        logits = self(own, friend_mean, has_friends) * self.log_temperature.exp()
-        logits = logits.masked_fill(seen, float("-inf"))
+        logits = self.from_parts(own_part, friend_part, has_friends, log_counts)
+        logits = (logits * self.log_temperature.exp()).masked_fill(seen, float("-inf"))
         logp = torch.log_softmax(logits, dim=1).masked_fill(seen, 0.0)
         return -(logp * targets).sum() / targets.sum().clamp_min(1.0)
 

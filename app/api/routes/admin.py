@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, HTTPException, status
 
 from app.api.deps import AdminDep, StateDep
-from app.api.schemas import Reloaded
+from app.api.schemas import Problem, Reloaded
 from app.serving.artifacts import ArtifactError
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
@@ -15,10 +15,12 @@ log = logging.getLogger(__name__)
 
 
 @router.post("/reload", response_model=Reloaded,
-             responses={401: {"description": "no bearer token"},
-                        403: {"description": "wrong token"},
-                        404: {"description": "admin routes are disabled (no token configured)"},
-                        409: {"description": "the artifacts were refused; the old model serves"}})
+             responses={401: {"model": Problem, "description": "no bearer token"},
+                        403: {"model": Problem, "description": "wrong token"},
+                        404: {"model": Problem,
+                              "description": "admin routes are disabled (no token configured)"},
+                        409: {"model": Problem,
+                              "description": "the artifacts were refused; the old model serves"}})
 async def reload(state: StateDep) -> Reloaded:
     previous = state.models.current.version if state.models.current else None
     try:

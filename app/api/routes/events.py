@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
 from app.api.deps import MetricsDep, RecommenderDep, SettingsDep, StoreDep
-from app.api.schemas import EventIn, EventsAccepted, EventsIn
+from app.api.schemas import EventIn, EventsAccepted, EventsIn, Problem
 from app.config import DEFAULT_EVENT_WEIGHTS, Settings
 from app.events import SOCIAL_TYPES
 from app.serving.online import STORE_ERRORS
@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 
 @router.post("/events", status_code=status.HTTP_202_ACCEPTED, response_model=EventsAccepted,
-             responses={422: {"description": "invalid event; the detail names the field"},
-                        503: {"description": "the events could not be stored; retry"}})
+             responses={400: {"model": Problem, "description": "the body is not UTF-8 text"},
+                        413: {"model": Problem, "description": "the body is over the size limit"},
+                        422: {"description": "invalid event; the detail names the field"},
+                        503: {"model": Problem,
+                              "description": "the events could not be stored; retry"}})
 async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
                       recommender: RecommenderDep, metrics: MetricsDep) -> EventsAccepted:
     weights = type_weights(settings, recommender)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.api.deps import MetricsDep, RecommenderDep, StateDep
-from app.api.schemas import ID_PATTERN, Id, Reason, Recommendations, RecommendedItem
+from app.api.schemas import ID_PATTERN, Id, Problem, Reason, Recommendations, RecommendedItem
 from app.serving import online
 from app.serving.pipeline import Recommender, Scored, Strategy
 
@@ -17,22 +17,26 @@ PERSONAL = {Strategy.PERSONAL, Strategy.PERSONAL_SOCIAL}
 
 
 @router.get("/recommend/{user_id}", response_model=Recommendations,
-            response_model_exclude_none=True)
+            response_model_exclude_none=True,
+            responses={503: {"model": Problem, "description": "no model loaded yet"}})
 async def recommend(
+    *,
     state: StateDep,
     recommender: RecommenderDep,
     metrics: MetricsDep,
     user_id: Annotated[str, Path(pattern=ID_PATTERN, description="any user id; unknown = cold")],
     k: Annotated[int, Query(ge=1, le=100, description="list length")] = 20,
     exclude_seen: Annotated[bool, Query(description="drop items in the user's history")] = True,
-    exclude: Annotated[list[Id] | None, Query(max_length=1000,
-                                               description="item ids not to return")] = None,
-    category: Annotated[list[str] | None, Query(max_length=100,
-                                                 description="keep only these categories")] = None,
+    # Lists default to empty, not null: a query string cannot carry a null, so the schema
+    # should not offer one.
+    exclude: Annotated[list[Id], Query(max_length=1000, default_factory=list,
+                                       description="item ids not to return")],
+    category: Annotated[list[str], Query(max_length=100, default_factory=list,
+                                         description="keep only these categories")],
     explain: Annotated[bool, Query(description="add reasons to each item")] = False,
 ) -> Recommendations:
     request = online.Request(user_id=user_id, k=k, exclude_seen=exclude_seen,
-                             exclude=tuple(exclude or ()), categories=frozenset(category or ()))
+                             exclude=tuple(exclude), categories=frozenset(category))
     popular = state.popular_for(recommender.version)
     served = await online.recommend(recommender, state.store, request, popular)
     rec = served.recommendation

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 
 from app.api.deps import RecommenderDep, StoreDep
-from app.api.schemas import ID_PATTERN, Friend, HistoryEntry, UserView
+from app.api.schemas import ID_PATTERN, Friend, HistoryEntry, Problem, UserView
 from app.serving.online import STORE_ERRORS
 
 router = APIRouter(tags=["users"])
 
 
 @router.get("/users/{user_id}", response_model=UserView,
-            responses={503: {"description": "the store is unavailable"}})
+            responses={503: {"model": Problem, "description": "the store is unavailable"}})
 async def get_user(user_id: Annotated[str, Path(pattern=ID_PATTERN)], store: StoreDep,
                    recommender: RecommenderDep) -> UserView:
     try:

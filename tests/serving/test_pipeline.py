@@ -1,0 +1,265 @@
+"""Known-answer tests of each serving stage and of `Recommender.recommend`, on a toy world whose
+numbers can be checked by hand: 2-D item vectors and a sum-of-embeddings ONNX encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from app.offline.dataset import Dataset, IdMap, ItemMeta  # noqa: E402
+from app.offline.export import export_artifacts  # noqa: E402
+from app.serving.artifacts import BlendParams, ModelArtifacts, RerankParams  # noqa: E402
+from app.serving.blend import blend  # noqa: E402
+from app.serving.encode import History  # noqa: E402
+from app.serving.filter import keep  # noqa: E402
+from app.serving.pipeline import (  # noqa: E402
+    Friends,
+    Query,
+    Recommender,
+    Strategy,
+    UserState,
+)
+from app.serving.rerank import match, rerank  # noqa: E402
+from app.serving.retrieve import retrieve  # noqa: E402
+
+# item index → vector, category
+ITEMS = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0], [0.5, 0.0]],
+                 dtype=np.float32)
+CATEGORIES = ["a", "a", "b", "b", "a", "b"]
+HISTORIES = {"alice": [(0, 1.0)], "bob": [(3, 2.0), (2, 1.0)], "erin": [(3, 1.0), (5, 1.0)],
+             "carol": [], "dave": []}
+FRIENDS = {"alice": [("bob", 1.0)], "carol": [("bob", 1.0)]}
+# popularity: i3 ×2, i0, i2, i5 ×1, i1, i4 ×0 → stable order by count
+POPULAR = [3, 0, 2, 5, 1, 4]
+
+
+class SumEncoder(torch.nn.Module):
+    """user = Σ weight · item vector (weight 0 = padding)."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("vectors", torch.from_numpy(vectors))
+
+    def forward(self, item_ids: torch.Tensor, item_weights: torch.Tensor) -> torch.Tensor:
+        return (item_weights.unsqueeze(-1) * self.vectors[item_ids]).sum(dim=1)
+
+
+def _write_encoder(folder: Path) -> str:
+    ids, weights = torch.zeros((1, 2), dtype=torch.int64), torch.ones((1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SumEncoder(ITEMS), (ids, weights), str(folder / "encoder.onnx"),
+                          dynamo=False, opset_version=17,
+                          input_names=["item_ids", "item_weights"],
+                          output_names=["user_vector"],
+                          dynamic_axes={"item_ids": {0: "b", 1: "l"},
+                                        "item_weights": {0: "b", 1: "l"},
+                                        "user_vector": {0: "b"}})
+    return "encoder.onnx"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
+    users = IdMap(list(HISTORIES))
+    items = IdMap([f"i{n}" for n in range(len(ITEMS))])
+    data = Dataset(
+        users=users, items=items,
+        histories=[HISTORIES[u] for u in users.ids],
+        friends=[[(users.index[f], t) for f, t in FRIENDS.get(u, [])] for u in users.ids],
+        item_meta={n: ItemMeta(title=f"Item {n}", category=c) for n, c in enumerate(CATEGORIES)})
+    folder = tmp_path_factory.mktemp("toy") / "model"
+    export_artifacts(folder, data=data, item_vectors=ITEMS, write_encoder=_write_encoder,
+                     max_history=50, blend=BlendParams(friend_weight=0.5),
+                     rerank=RerankParams(candidates=10), event_weights={"view": 1.0},
+                     data_fingerprint="toy", model_info={"architecture": "sum"}, metrics={})
+    return Recommender(ModelArtifacts.load(folder))
+
+
+def _state(rec: Recommender, user: str) -> UserState:
+    history = History.of(HISTORIES[user])
+    friends = FRIENDS.get(user, [])
+    if not friends:
+        return UserState(history=history)
+    hist = [History.of(HISTORIES[f]) for f, _ in friends]
+    return UserState(history=history, friends=Friends(
+        ids=[f for f, _ in friends], vectors=rec.encode(hist),
+        ties=np.array([t for _, t in friends], dtype=np.float32), items=[h.items for h in hist]))
+
+
+def _items(rec: Recommender, state: UserState, query: Query, **flags: bool) -> list[int]:
+    return [s.item for s in rec.recommend(state, query, **flags).items]
+
+
+# --- blend ---------------------------------------------------------------------------------
+
+def test_blend_is_tie_weighted_mean_times_friend_weight() -> None:
+    own = np.array([1.0, 0.0], dtype=np.float32)
+    friends = np.array([[0.0, 2.0], [2.0, 0.0]], dtype=np.float32)
+    out = blend(own, friends, np.array([1.0, 3.0], dtype=np.float32), 0.5)
+    # [1, 0] + 0.5 · (1·[0, 2] + 3·[2, 0]) / 4 = [1.75, 0.25]
+    np.testing.assert_allclose(out, [1.75, 0.25], rtol=0, atol=1e-7)
+
+
+def test_blend_without_friends_or_weight_returns_own_vector() -> None:
+    own = np.array([1.0, 2.0], dtype=np.float32)
+    none = np.zeros((0, 2), dtype=np.float32)
+    assert blend(own, none, np.zeros(0, dtype=np.float32), 0.5) is own
+    friends = np.ones((1, 2), dtype=np.float32)
+    assert blend(own, friends, np.ones(1, dtype=np.float32), 0.0) is own
+    assert blend(own, friends, np.zeros(1, dtype=np.float32), 0.5) is own
+
+
+# --- retrieve ------------------------------------------------------------------------------
+
+def _flat_index() -> faiss.Index:
+    index = faiss.IndexFlatIP(2)
+    index.add(ITEMS)
+    return index
+
+
+def test_retrieve_orders_by_inner_product() -> None:
+    scores, ids = retrieve(_flat_index(), np.array([[1.0, 0.0]], dtype=np.float32), 3)
+    assert ids[0].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(scores[0], [1.0, 0.8, 0.6], atol=1e-6)
+
+
+def test_retrieve_restricts_to_allowed_inside_faiss() -> None:
+    allowed = np.array([2, 3, 5], dtype=np.int64)
+    scores, ids = retrieve(_flat_index(), np.array([[1.0, 0.0]], dtype=np.float32), 3, allowed)
+    assert ids[0].tolist() == [2, 5, 3]
+    np.testing.assert_allclose(scores[0], [0.6, 0.5, 0.0], atol=1e-6)
+    # asking for more than the allowed set leaves empty (-1) slots, never other items
+    _, ids = retrieve(_flat_index(), np.array([[1.0, 0.0]], dtype=np.float32), 5, allowed)
+    assert sorted(i for i in ids[0].tolist() if i >= 0) == [2, 3, 5]
+    assert (ids[0] == -1).sum() == 2
+
+
+# --- rerank --------------------------------------------------------------------------------
+
+def test_match_function_by_hand() -> None:
+    user = np.array([1.0, 0.0], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    # cos / (1 + dist): 1/1, 0/(1+√2), 1/2, −1/3
+    np.testing.assert_allclose(match(user, items), [1.0, 0.0, 0.5, -1.0 / 3.0], atol=1e-6)
+
+
+def test_rerank_adds_match_and_log_damped_social_proof() -> None:
+    user = np.array([1.0, 0.0], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    scores = np.array([1.0, 2.0], dtype=np.float32)
+    social = np.array([0.0, 3.0], dtype=np.float32)
+    params = RerankParams(match_weight=2.0, social_weight=0.5)
+    out = rerank(user, items, scores, social, params)
+    np.testing.assert_allclose(out, [1.0 + 2.0 * 1.0, 2.0 + 2.0 * 0.5 + 0.5 * math.log(4.0)],
+                               atol=1e-6)
+    # zero weights leave the inner products untouched
+    np.testing.assert_array_equal(rerank(user, items, scores, social, RerankParams()), scores)
+
+
+def test_social_term_reorders_equal_scores_by_friends_engaged() -> None:
+    user = np.array([1.0, 0.0], dtype=np.float32)
+    items = np.ones((3, 2), dtype=np.float32)
+    scores = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+    social = np.array([1.0, 3.0, 0.0], dtype=np.float32)
+    out = rerank(user, items, scores, social, RerankParams(social_weight=0.1))
+    assert np.argsort(-out, kind="stable").tolist() == [1, 0, 2]
+
+
+# --- filter --------------------------------------------------------------------------------
+
+def test_filter_drops_empty_slots_and_banned_items() -> None:
+    candidates = np.array([3, -1, 2, 5], dtype=np.int64)
+    assert keep(candidates, np.array([2], dtype=np.int64)).tolist() == [True, False, False, True]
+    assert keep(candidates, np.zeros(0, dtype=np.int64)).tolist() == [True, False, True, True]
+
+
+# --- Recommender ---------------------------------------------------------------------------
+
+def test_encoder_output_through_onnx(toy: Recommender) -> None:
+    vectors = toy.encode([History.of(HISTORIES["alice"]), History.of(HISTORIES["bob"]),
+                          History.of([])])
+    np.testing.assert_allclose(vectors, [[1.0, 0.0], [0.6, 2.8], [0.0, 0.0]], atol=1e-6)
+
+
+def test_personal_strategy_ranks_by_inner_product(toy: Recommender) -> None:
+    state = UserState(history=History.of(HISTORIES["alice"]))
+    rec = toy.recommend(state, Query(k=3))
+    assert rec.strategy is Strategy.PERSONAL
+    # alice = [1, 0]: i1 0.8, i2 0.6, i5 0.5, i3 0, i4 −1; i0 is seen
+    assert [s.item for s in rec.items] == [1, 2, 5]
+    np.testing.assert_allclose([s.score for s in rec.items], [0.8, 0.6, 0.5], atol=1e-6)
+
+
+def test_personal_social_strategy_blends_friends(toy: Recommender) -> None:
+    state = _state(toy, "alice")
+    rec = toy.recommend(state, Query(k=5))
+    assert rec.strategy is Strategy.PERSONAL_SOCIAL
+    # [1, 0] + 0.5 · bob [0.6, 2.8] = [1.3, 1.4]: i2 1.90, i1 1.88, i3 1.40, i5 0.65, i4 −1.3
+    assert [s.item for s in rec.items] == [2, 1, 3, 5, 4]
+    np.testing.assert_allclose([s.score for s in rec.items], [1.9, 1.88, 1.4, 0.65, -1.3],
+                               atol=1e-5)
+    by_item = {s.item: s.friends for s in rec.items}
+    assert by_item[2] == ("bob",) and by_item[3] == ("bob",) and by_item[1] == ()
+    # the ablation without the social stages is the personal ranking
+    assert _items(toy, state, Query(k=5), social=False) == [1, 2, 5, 3, 4]
+
+
+def test_social_weight_lifts_items_friends_engaged_with(toy: Recommender) -> None:
+    manifest = toy.manifest.model_copy(update={"rerank": RerankParams(social_weight=10.0)})
+    boosted = Recommender(dataclasses.replace(toy.artifacts, manifest=manifest))
+    state = _state(toy, "alice")
+    # i2 1.90 + 10·ln 2, i3 1.40 + 10·ln 2, then i1, i5, i4
+    assert _items(boosted, state, Query(k=5)) == [2, 3, 1, 5, 4]
+    assert _items(boosted, state, Query(k=5), rerank_stage=False) == [2, 1, 3, 5, 4]
+
+
+def test_social_cold_start_uses_friends_only(toy: Recommender) -> None:
+    rec = toy.recommend(_state(toy, "carol"), Query(k=4))
+    assert rec.strategy is Strategy.SOCIAL_COLD_START
+    # 0.5 · [0.6, 2.8] = [0.3, 1.4]: i3 1.4, i2 1.3, i1 1.08, i0 0.3
+    assert [s.item for s in rec.items] == [3, 2, 1, 0]
+
+
+def test_popular_strategy_for_unknown_user(toy: Recommender) -> None:
+    rec = toy.recommend(UserState(), Query(k=4))
+    assert rec.strategy is Strategy.POPULAR
+    assert [s.item for s in rec.items] == POPULAR[:4]
+    assert all(s.popular for s in rec.items)
+    assert [s.score for s in rec.items] == [2.0, 1.0, 1.0, 1.0]
+
+
+def test_exclude_removes_caller_items(toy: Recommender) -> None:
+    state = UserState(history=History.of(HISTORIES["alice"]))
+    assert _items(toy, state, Query(k=3, exclude=np.array([1]))) == [2, 5, 3]
+    assert _items(toy, UserState(), Query(k=3, exclude=np.array([0, 3]))) == [2, 5, 1]
+
+
+def test_exclude_seen_can_be_switched_off(toy: Recommender) -> None:
+    state = UserState(history=History.of(HISTORIES["alice"]))
+    assert _items(toy, state, Query(k=2, exclude_seen=False)) == [0, 1]
+
+
+def test_category_keeps_only_those_categories(toy: Recommender) -> None:
+    state = UserState(history=History.of(HISTORIES["alice"]))
+    assert _items(toy, state, Query(k=2, categories=frozenset({"b"}))) == [2, 5]
+    assert _items(toy, UserState(), Query(k=3, categories=frozenset({"a"}))) == [0, 1, 4]
+    # only two unseen "a" items exist: the list is as long as what qualifies
+    assert _items(toy, state, Query(k=5, categories=frozenset({"a"}))) == [1, 4]
+
+
+def test_list_is_k_long_and_filled_from_popularity(toy: Recommender) -> None:
+    state = UserState(history=History.of(HISTORIES["alice"]))
+    assert len(_items(toy, state, Query(k=5))) == 5
+    assert len(_items(toy, state, Query(k=50))) == 5  # six items, one seen
+    # a custom popularity order fills whatever the personal stage leaves
+    order = np.array([4, 5, 3, 2, 1, 0], dtype=np.int64)
+    rec = toy.recommend(UserState(), Query(k=3, exclude=np.array([5])), popular=order)
+    assert [s.item for s in rec.items] == [4, 3, 2]

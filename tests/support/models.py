@@ -1,0 +1,17 @@
+"""A tiny but real model: `socialrec train` on the synthetic shop, small enough for tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from app.offline.train import TrainConfig, train
+
+TINY = TrainConfig(dim=32, iterations=12, patience=3, epochs=40,
+                   match_weights="0,0.5", social_weights="0,0.03")
+
+
+def train_tiny(data_dir: Path, out: Path, seed: int = 0) -> Path:
+    """Different seeds give different models (and model versions) on the same data."""
+    train(data_dir, out, dataclasses.replace(TINY, seed=seed), progress=False)
+    return out
