@@ -15,12 +15,12 @@ from app.serving.online import STORE_ERRORS
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", response_model=Status)
+@router.get("/healthz", response_model=Status, response_model_exclude_none=True)
 async def healthz() -> Status:
     return Status(status="ok")
 
 
-@router.get("/readyz", response_model=Status,
+@router.get("/readyz", response_model=Status, response_model_exclude_none=True,
             responses={503: {"model": Status, "description": "not ready, with the reason"}})
 async def readyz(state: StateDep) -> Status | JSONResponse:
     model = state.models.current
@@ -35,7 +35,8 @@ async def readyz(state: StateDep) -> Status | JSONResponse:
     version = model.version if model else None
     if reason:
         body = Status(status="unavailable", model_version=version, reason=reason)
-        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse(body.model_dump(exclude_none=True),
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     return Status(status="ready", model_version=version)
 
 
