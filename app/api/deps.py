@@ -34,23 +34,25 @@ class AppState:
         return self.live_popular[1]
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a
+# thread hop per dependency and request for work that takes nanoseconds.
+async def get_state(request: Request) -> AppState:
     return request.app.state.socialrec
 
 
-def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+async def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def get_store(state: Annotated[AppState, Depends(get_state)]) -> RedisStore:
+async def get_store(state: Annotated[AppState, Depends(get_state)]) -> RedisStore:
     return state.store
 
 
-def get_metrics(state: Annotated[AppState, Depends(get_state)]) -> Metrics:
+async def get_metrics(state: Annotated[AppState, Depends(get_state)]) -> Metrics:
     return state.metrics
 
 
-def get_recommender(state: Annotated[AppState, Depends(get_state)]) -> Recommender:
+async def get_recommender(state: Annotated[AppState, Depends(get_state)]) -> Recommender:
     model = state.models.current
     if model is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
@@ -60,7 +62,7 @@ def get_recommender(state: Annotated[AppState, Depends(get_state)]) -> Recommend
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_admin(settings: Annotated[Settings, Depends(get_settings)],
+async def require_admin(settings: Annotated[Settings, Depends(get_settings)],
                   credentials: Annotated[HTTPAuthorizationCredentials | None,
                                          Depends(_bearer)]) -> None:
     """Admin routes are off without a configured token; the comparison is constant-time."""

@@ -50,6 +50,20 @@ class Friends:
                 out.setdefault(item, []).append(pos)
         return out
 
+    def engaged_with(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate position, friend position) of every friend interaction with one of the
+        `candidates` (distinct item ids), in friend order — `engaged()` restricted to the
+        candidates, in numpy instead of a dict over every item of every friend."""
+        if not self.items or not len(candidates):
+            return NO_ITEMS, NO_ITEMS
+        items = np.concatenate(self.items)
+        owner = np.repeat(np.arange(len(self.items)), [len(i) for i in self.items])
+        order = np.argsort(candidates, kind="stable")
+        ranked = candidates[order]
+        at = np.minimum(np.searchsorted(ranked, items), len(ranked) - 1)
+        hit = ranked[at] == items
+        return order[at[hit]], owner[hit]
+
 
 @dataclass(frozen=True)
 class UserState:
@@ -94,6 +108,8 @@ class Recommender:
         self.artifacts = artifacts
         self.encoder = Encoder(artifacts.session, artifacts.manifest.max_history)
         self.popular = np.argsort(-artifacts.popularity, kind="stable").astype(np.int64)
+        # Computed once instead of for every request's candidates (bit-identical per row).
+        self.item_norms = np.linalg.norm(artifacts.item_vectors, axis=1)
 
     @property
     def manifest(self) -> Manifest:
@@ -132,16 +148,26 @@ class Recommender:
         scores, ids = retrieve(self.artifacts.index, vector[None, :], n, allowed)
         mask = keep(ids[0], banned)
         ids, scores = ids[0][mask], scores[0][mask]
-        engaged = friends.engaged() if friends is not None else {}
+        cand, pos = friends.engaged_with(ids) if friends is not None else (NO_ITEMS, NO_ITEMS)
         if rerank_stage:
-            social = np.array([sum(friends.ties[p] for p in engaged.get(i, ())) for i in
-                               ids.tolist()], dtype=np.float32) if friends else np.zeros(len(ids))
-            scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, m.rerank)
+            # Σ ties of the friends who engaged, added in friend order in float32 (ufunc.at is
+            # sequential): the same numbers as summing friend by friend.
+            social = np.zeros(len(ids), dtype=np.float32)
+            if len(cand):
+                np.add.at(social, cand, friends.ties[pos])
+            scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, m.rerank,
+                            item_norms=self.item_norms[ids])
         top = np.argsort(-scores, kind="stable")[: query.k]
         names = friends.ids if friends is not None else []
+        shown = np.zeros(len(ids), dtype=bool)
+        shown[top] = True
+        named = shown[cand]
+        engaged: dict[int, list[int]] = {}  # shown candidate → friend positions, friend order
+        for c, p in zip(cand[named].tolist(), pos[named].tolist(), strict=True):
+            engaged.setdefault(c, []).append(p)
         return [Scored(int(ids[t]), float(scores[t]),
-                       tuple(names[p] for p in engaged.get(int(ids[t]), ())))
-                for t in top]
+                       tuple(names[p] for p in engaged.get(t, ())))
+                for t in top.tolist()]
 
     def _fill(self, have: list[Scored], k: int, banned: np.ndarray, allowed: np.ndarray | None,
               popular: np.ndarray | None) -> list[Scored]:

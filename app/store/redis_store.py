@@ -100,7 +100,7 @@ class _Script:
 
     @classmethod
     def of(cls, text: str) -> _Script:
-        return cls(text, hashlib.sha1(text.encode()).hexdigest())
+        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
 
 
 _LOG = _Script.of(LOG_EVENT)
@@ -196,27 +196,29 @@ class RedisStore:
         """Every call as EVALSHA in one pipeline. On a cluster the pipeline is split by node
         (each script's keys share one slot) and keeps the order of the calls per node, so one
         user's events and the log entries keep the batch order. A server that does not know a
-        script yet (new, restarted, failed over) answers NOSCRIPT: the script is loaded and
-        exactly those calls are sent again, in order; nothing that ran is run twice."""
-        results = await self._evalsha(calls, raise_on_error=False)
+        script yet (new, restarted, failed over) answers NOSCRIPT: exactly those calls are sent
+        again, in order, as EVAL with the script text, which also caches the script on that
+        server. Nothing that ran is run twice, and no other node is involved."""
+        results = await self._pipeline("EVALSHA", calls, raise_on_error=False)
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, NoScriptError):
                 raise result
         missing = [n for n, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
-            for script in {calls[n][0] for n in missing}:
-                await self.client.script_load(script.text)
-            again = await self._evalsha([calls[n] for n in missing], raise_on_error=True)
+            again = await self._pipeline("EVAL", [calls[n] for n in missing],
+                                         raise_on_error=True)
             for n, result in zip(missing, again, strict=True):
                 results[n] = result
         return results
 
-    async def _evalsha(self, calls: list[ScriptCall], raise_on_error: bool) -> list[Any]:
+    async def _pipeline(self, command: str, calls: list[ScriptCall],
+                        raise_on_error: bool) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 # A raw command: the cluster pipeline refuses its evalsha() helper, but routes
-                # EVALSHA by the slot of its keys.
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                # EVAL/EVALSHA by the slot of the keys.
+                body = script.sha if command == "EVALSHA" else script.text
+                pipe.execute_command(command, body, len(keys), *keys, *args)
             return await pipe.execute(raise_on_error=raise_on_error)
 
     async def popular(self, n: int) -> list[str]:

@@ -133,7 +133,8 @@ class LocalRedisCluster:
     """A Redis Cluster of `masters` redis-server children on loopback ports (no replicas), each
     in its own folder; stop() ends exactly those processes. `url` is a seed node."""
 
-    def __init__(self, data_dir: Path, masters: int = 3, appendonly: bool = False) -> None:
+    def __init__(self, data_dir: Path, masters: int = 3, appendonly: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.data_dir = Path(data_dir)
@@ -145,7 +146,7 @@ class LocalRedisCluster:
             self.nodes.append(LocalRedis(
                 self.data_dir / f"node{n}", port=port, appendonly=appendonly,
                 extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                       "--cluster-node-timeout", "2000")))
+                       "--cluster-node-timeout", "2000", *extra)))
 
     @property
     def url(self) -> str:
