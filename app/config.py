@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL of the live state")
     redis_cluster: bool = Field(False, description="treat redis_url as a Redis Cluster seed node")
     redis_timeout_s: float = Field(0.25, gt=0, description="socket timeout for every Redis call")
+    redis_max_connections: int = Field(128, ge=1, le=10_000,
+                                       description="Redis connections per API process")
     key_prefix: str = Field("sr", description="prefix of every Redis key this service writes")
     artifacts: Path = Field(Path("model_artifacts/demo"), description="model artifact folder")
     admin_token: str | None = Field(None, description="bearer token for /admin; unset = admin off")

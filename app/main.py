@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,9 +61,13 @@ def _lifespan(settings: Settings, metrics: Metrics):
         stopping = asyncio.Event()
         refresher = asyncio.create_task(_refresh_popularity(state, stopping))
         log.info("serving model %s from %s", model.version, settings.artifacts)
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic
+        # GC's full collections, which otherwise walk it again and again under load.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             # Let an in-flight Redis call finish (bounded by its timeout) instead of
             # cancelling it half-way through the connection's protocol.
             stopping.set()

@@ -27,6 +27,13 @@ class AppState:
     metrics: Metrics
     live_popular: tuple[str, np.ndarray] | None = None  # (model version, item order)
 
+    def recommender(self) -> Recommender:
+        """The model being served; 503 while none is loaded."""
+        model = self.models.current
+        if model is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+        return model
+
     def popular_for(self, version: str) -> np.ndarray | None:
         """The live popularity order, if it was computed for this model's catalogue."""
         if self.live_popular is None or self.live_popular[0] != version:
@@ -53,18 +60,15 @@ async def get_metrics(state: Annotated[AppState, Depends(get_state)]) -> Metrics
 
 
 async def get_recommender(state: Annotated[AppState, Depends(get_state)]) -> Recommender:
-    model = state.models.current
-    if model is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
-    return model
+    return state.recommender()
 
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 async def require_admin(settings: Annotated[Settings, Depends(get_settings)],
-                  credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                         Depends(_bearer)]) -> None:
+                        credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                               Depends(_bearer)]) -> None:
     """Admin routes are off without a configured token; the comparison is constant-time."""
     if settings.admin_token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "admin routes are disabled")

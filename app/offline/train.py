@@ -36,7 +36,7 @@ from tqdm import tqdm
 from app.config import DEFAULT_EVENT_WEIGHTS
 from app.offline.dataset import Dataset, interactions_file, load_dataset
 from app.offline.evaluate import metrics_at, rank_users, user_states
-from app.offline.export import export_artifacts, fingerprint
+from app.offline.export import FLAT_MAX_ITEMS, export_artifacts, fingerprint
 from app.offline.model import (
     ENCODER_FILE,
     FoldInEncoder,
@@ -323,6 +323,11 @@ def _floats(spec: str) -> list[float]:
 def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, scorer: SocialScorer,
             cfg: TrainConfig, rerank: RerankParams, metrics: dict[str, float],
             data_fingerprint: str, info: dict[str, float | int | str]) -> Manifest:
+    queries = None
+    if data.n_items > FLAT_MAX_ITEMS:  # an approximate index: tuned for real user vectors
+        with torch.no_grad():
+            queries = encode_all(encoder, [h for h in data.histories if h][:2000],
+                                 cfg.max_history).numpy()
     return export_artifacts(
         out_dir, data=data, item_vectors=scorer.item_vectors().detach().numpy(),
         write_encoder=lambda folder: export_onnx(encoder, folder / ENCODER_FILE).name,
@@ -330,7 +335,7 @@ def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, scorer: Social
         blend=BlendParams(friend_weight=float(scorer.friend_weight.item()),
                           max_friends=cfg.max_friends),
         rerank=rerank, event_weights=dict(DEFAULT_EVENT_WEIGHTS),
-        data_fingerprint=data_fingerprint, model_info=info, metrics=metrics)
+        data_fingerprint=data_fingerprint, model_info=info, metrics=metrics, queries=queries)
 
 
 def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  # noqa: B008

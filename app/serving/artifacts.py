@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -88,6 +89,21 @@ class ItemCatalog:
         return np.fromiter((c in categories for c in self.categories), dtype=bool,
                            count=len(self.categories))
 
+    @cached_property
+    def by_category(self) -> dict[str, np.ndarray]:
+        """category → its item indices (ascending), built once on first use."""
+        groups: dict[str, list[int]] = {}
+        for n, c in enumerate(self.categories):
+            groups.setdefault(c, []).append(n)
+        return {c: np.asarray(v, dtype=np.int64) for c, v in groups.items()}
+
+    def indices_in(self, categories: frozenset[str]) -> np.ndarray:
+        """= np.flatnonzero(in_categories(categories)), without a pass over the catalogue."""
+        parts = [self.by_category[c] for c in categories if c in self.by_category]
+        if len(parts) == 1:
+            return parts[0]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class ModelArtifacts:
@@ -122,10 +138,33 @@ class ModelArtifacts:
             index.hnsw.efSearch = int(manifest.index.params["efSearch"])
         if "nprobe" in manifest.index.params and hasattr(index, "nprobe"):
             index.nprobe = int(manifest.index.params["nprobe"])
-        vectors = index.reconstruct_n(0, index.ntotal).astype(np.float32)
+        vectors = stored_vectors(index)
         return cls(folder=folder, manifest=manifest, session=session, index=index,
                    item_vectors=vectors, catalog=ItemCatalog.from_records(records),
                    popularity=popularity.astype(np.float32))
+
+
+class _IndexMemory:
+    """The raw vectors inside a FAISS index as an array interface that keeps the index alive
+    for as long as any array made from it exists."""
+
+    def __init__(self, index: faiss.Index, address: int, shape: tuple[int, int]) -> None:
+        self.index = index
+        self.__array_interface__ = {"shape": shape, "typestr": "<f4",
+                                    "data": (address, True), "version": 3}
+
+
+def stored_vectors(index: faiss.Index) -> np.ndarray:
+    """The item vectors, (ntotal, d) float32: a read-only view of the index's own storage when
+    it keeps the raw vectors (flat, HNSW-flat) — one copy in memory instead of two, and the
+    rows the rerank gathers are the ones the search just read — else a reconstructed copy.
+    The view holds a reference to the index (the index must not be modified)."""
+    storage = faiss.downcast_index(index.storage) if hasattr(index, "storage") else index
+    if isinstance(storage, faiss.IndexFlat) and storage.ntotal == index.ntotal and index.ntotal:
+        raw = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d)
+        address = raw.__array_interface__["data"][0]
+        return np.asarray(_IndexMemory(index, address, (storage.ntotal, storage.d)))
+    return index.reconstruct_n(0, index.ntotal).astype(np.float32)
 
 
 def read_manifest(folder: Path) -> Manifest:

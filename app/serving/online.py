@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from redis.exceptions import RedisError
 
-from app.serving.encode import History
+from app.serving.encode import EMPTY_HISTORY, History
 from app.serving.pipeline import Friends, Query, Recommendation, Recommender, UserState
-from app.store.redis_store import RedisStore, UserRecord
+from app.store.redis_store import RedisStore, VectorState, decode_history
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (RedisError, OSError, TimeoutError)
@@ -50,50 +50,70 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
     query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
                   exclude=np.fromiter((index[i] for i in req.exclude if i in index), np.int64))
     try:
-        record = await store.user(req.user_id, rec.version)
-        state = await _user_state(rec, store, req.user_id, record)
+        state = await _user_state(rec, store, req.user_id)
     except STORE_ERRORS as exc:
         log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
         return Served(rec.recommend(UserState(), query, popular=popular), rec.version, True)
     return Served(rec.recommend(state, query, popular=popular), rec.version, False)
 
 
-async def _user_state(rec: Recommender, store: RedisStore, user_id: str,
-                      record: UserRecord) -> UserState:
-    history = known_history(rec, record.history)
-    friends = await _friends(rec, store, [f for f, _ in record.friends],
-                             np.asarray([w for _, w in record.friends], dtype=np.float32))
-    vector = record.vector
-    if vector is None and len(history):
+async def _user_state(rec: Recommender, store: RedisStore, user_id: str) -> UserState:
+    raw, ties, entry = await store.user_raw(user_id, rec.version)
+    friends = await _friends(rec, store, [f for f, _ in ties],
+                             np.asarray([w for _, w in ties], dtype=np.float32))
+    if entry is not None and entry.items is not None and entry.weights is not None:
+        # the cached entry carries the known history it was encoded from: nothing to parse
+        return UserState(history=History(entry.items, entry.weights), friends=friends,
+                         vector=entry.vector)
+    read = decode_history(raw)
+    history = known_history(rec, read)
+    vector = None
+    if len(history):  # not cached, or cached without its history (an older entry): encode
         vector = rec.encode([history])[0]
-        await _cache_quietly(store, {user_id: vector}, rec.version)
+        await _cache_quietly(store, {user_id: VectorState(vector, history.items,
+                                                          history.weights, read)}, rec.version)
     return UserState(history=history, friends=friends, vector=vector)
 
 
 async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
                    ties: np.ndarray) -> Friends:
-    """Friends with a known history; their vectors from the cache, the missing ones encoded
-    together and written back."""
-    cached, histories = await store.friends_state(ids, rec.version)
-    known = [known_history(rec, h) for h in histories]
+    """Friends with a known history: their vectors and recent items from the vector cache,
+    where each entry carries the history it was encoded from (so no friend's history is read
+    or parsed while their entry lives); the others' histories are read in one round trip,
+    encoded together and cached with their history."""
+    cached = await store.cached_vectors(ids, rec.version)
+    vectors: list[np.ndarray | None] = [None] * len(ids)
+    known: list[History] = [EMPTY_HISTORY] * len(ids)
+    stale = []
+    for n, entry in enumerate(cached):
+        if entry is None or entry.items is None or entry.weights is None:
+            stale.append(n)  # not cached, or cached without its history
+        else:
+            vectors[n], known[n] = entry.vector, History(entry.items, entry.weights)
+    if stale:
+        read = await store.histories([ids[n] for n in stale])
+        for n, history in zip(stale, read, strict=True):
+            known[n] = known_history(rec, history)
+        fresh = rec.encode([known[n] for n in stale])
+        for row, n in enumerate(stale):
+            vectors[n] = fresh[row]
+        await _cache_quietly(store, {ids[n]: VectorState(vectors[n], known[n].items,
+                                                         known[n].weights, history)
+                                     for n, history in zip(stale, read, strict=True)},
+                             rec.version)
     keep = [n for n, h in enumerate(known) if len(h)]
-    missing = [n for n in keep if cached[n] is None]
-    if missing:
-        fresh = rec.encode([known[n] for n in missing])
-        for row, n in enumerate(missing):
-            cached[n] = fresh[row]
-        await _cache_quietly(store, {ids[n]: cached[n] for n in missing}, rec.version)
     dim = rec.manifest.embedding_dim
     if not keep:
         return Friends.none(dim)
     return Friends(ids=[ids[n] for n in keep],
-                   vectors=np.stack([cached[n] for n in keep]).reshape(len(keep), dim),
+                   vectors=np.stack([vectors[n] for n in keep]).reshape(len(keep), dim),
                    ties=ties[keep], items=[known[n].items for n in keep])
 
 
-async def _cache_quietly(store: RedisStore, vectors: dict[str, np.ndarray], version: str) -> None:
+async def _cache_quietly(store: RedisStore, states: dict[str, VectorState],
+                         version: str) -> None:
     """A failed cache write only costs a recomputation next time."""
     try:
-        await store.save_vectors(vectors, version)
+        await store.save_states(states, version)
     except STORE_ERRORS as exc:
         log.info("vector cache write failed: %s", type(exc).__name__)

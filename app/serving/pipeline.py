@@ -173,10 +173,19 @@ class Recommender:
               popular: np.ndarray | None) -> list[Scored]:
         order = self.popular if popular is None else popular
         taken = np.concatenate([banned, np.fromiter((s.item for s in have), dtype=np.int64)])
-        mask = keep(order, taken)
-        if allowed is not None:
-            mask &= np.isin(order, allowed)
-        picked = order[mask][: k - len(have)]
+        need = k - len(have)
+        # The first `need` qualifying items of `order`: look at a prefix that must hold them
+        # (without a category filter), widened while it falls short — not the whole catalogue.
+        limit = need + len(taken)
+        while True:
+            head = order[:limit]
+            mask = keep(head, taken)
+            if allowed is not None:
+                mask &= np.isin(head, allowed)
+            picked = head[mask][:need]
+            if len(picked) >= need or limit >= len(order):
+                break
+            limit *= 4
         pop = self.artifacts.popularity
         return [Scored(int(i), float(pop[i]) if i < len(pop) else 0.0, popular=True)
                 for i in picked]
@@ -189,4 +198,4 @@ class Recommender:
     def _allowed(self, categories: frozenset[str]) -> np.ndarray | None:
         if not categories:
             return None
-        return np.flatnonzero(self.artifacts.catalog.in_categories(categories)).astype(np.int64)
+        return self.artifacts.catalog.indices_in(categories)

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Soak benchmark: mixed /recommend + /events load at ~70 % of measured capacity for 10 minutes.
+
+    bench/soak [--data ../shared/datasets/lastfm] [--minutes 10] [--load 0.7] [--no-docs]
+
+1. reuses (or trains) the lastfm artifacts of bench/load (bench/out/load-model);
+2. starts its own redis-server with the append-only file on and `appendfsync always` (as in
+   docker-compose.yml) and fills it with `socialrec load`;
+3. starts `socialrec serve` (1 worker) pinned to CPU 0, the generators on CPU 1;
+4. measures /recommend capacity with wrk, then runs an open-loop generator (Poisson arrivals)
+   for `--minutes`: 90 % GET /recommend (random known user, explain on ~10 %), 10 % POST /events
+   (5 events, unique ids) at `--load` × capacity in requests per second;
+5. reports errors (must be 0), p50/p99 per minute, and the API process's resident memory after
+   warm-up and at the end (growth must stay under 10 %); writes the "Soak" section of
+   docs/BENCHMARKS.md.
+
+All traffic goes to 127.0.0.1; the run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DOCS, OUT, ROOT, machine, socialrec, table, write_section
+from load import (
+    LOAD_CPU,
+    SERVER_CPU,
+    Server,
+    _open_loop,
+    checked,
+    cpus_available,
+    ensure_artifacts,
+    log,
+    recommend_lua,
+    wrk,
+)
+
+sys.path.insert(0, str(ROOT))
+
+BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
+EVENTS_SHARE, EVENTS_PER_POST, EXPLAIN_SHARE = 0.1, 5, 0.1
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def requests(users: list[str], items: list[str], n: int, tag: str) -> list[bytes]:
+    """`n` ready HTTP/1.1 requests in the soak's mix; every POST carries fresh event ids."""
+    rng = random.Random(11)
+    out = []
+    for r in range(n):
+        if rng.random() < EVENTS_SHARE:
+            events = [{"event_id": f"{tag}-{r}-{e}", "user_id": rng.choice(users),
+                       "type": "listen", "item_id": rng.choice(items), "value": 1}
+                      for e in range(EVENTS_PER_POST)]
+            body = json.dumps({"events": events}).encode()
+            out.append(b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                       b"application/json\r\nContent-Length: " + str(len(body)).encode()
+                       + b"\r\n\r\n" + body)
+        else:
+            path = f"/recommend/{rng.choice(users)}?k=20"
+            if rng.random() < EXPLAIN_SHARE:
+                path += "&explain=true"
+            out.append(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return out
+
+
+async def soak(port: int, reqs: list[bytes], rate: float, minutes: int) -> list[dict]:
+    """One open-loop window per minute, back to back; each reports its own p99 and errors."""
+    windows = []
+    per_window = len(reqs) // minutes
+    for m in range(minutes):
+        chunk = reqs[m * per_window:(m + 1) * per_window]
+        res = await _open_loop("127.0.0.1", port, chunk, rate, 60.0, seed=m, ordered=True)
+        res["minute"] = m + 1
+        windows.append(res)
+        log(f"minute {m + 1}: {res['achieved']:.0f} req/s, p99 {res['p99_ms']:.2f} ms, "
+            f"errors {res['errors']}")
+    return windows
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from app.offline.dataset import load_dataset
+    from app.serving.artifacts import read_manifest
+    from app.tools.local_redis import LocalRedis, free_port
+
+    data_dir = args.data.resolve()
+    artifacts = ensure_artifacts(data_dir, args.artifacts.resolve(), retrain=False)
+    manifest = read_manifest(artifacts)
+    data = load_dataset(data_dir, manifest.event_weights)
+    users = list(data.users.ids)
+    items = list(data.items.ids)
+    cpus = cpus_available()
+    pinned = {SERVER_CPU, LOAD_CPU} <= cpus
+    server_cpus, load_cpus = ({SERVER_CPU}, {LOAD_CPU}) if pinned else (None, None)
+    work = Path(tempfile.mkdtemp(prefix="soak-", dir=OUT))
+    redis_server = LocalRedis(work / "redis", appendonly=True).start()
+    result: dict[str, Any] = {"pinned": pinned, "minutes": args.minutes, "load": args.load}
+    try:
+        if pinned:
+            os.sched_setaffinity(redis_server.process.pid, load_cpus)
+            os.sched_setaffinity(0, load_cpus)
+        subprocess.run([*socialrec(), "load", str(artifacts), str(data_dir), "--redis-url",
+                        redis_server.url], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=600)
+        env = dict(os.environ, SOCIALREC_ARTIFACTS=str(artifacts),
+                   SOCIALREC_REDIS_URL=redis_server.url)
+        env.pop("SOCIALREC_ADMIN_TOKEN", None)
+        lua = work / "recommend.lua"
+        lua.write_text(recommend_lua(users, EXPLAIN_SHARE))
+        server = Server(free_port(), 1, env, server_cpus, work / "serve.log")
+        try:
+            server.wait_ready()
+            wrk(server.base + "/recommend/x", 5.0, 32, 1, load_cpus, lua)
+            capacity = checked(wrk(server.base + "/recommend/x", 10.0, 32, 1, load_cpus, lua),
+                               "/recommend")["rps"]
+            rate = args.load * capacity
+            log(f"capacity {capacity:.0f} req/s; soak at {rate:.0f} req/s for "
+                f"{args.minutes} min")
+            result |= {"capacity": capacity, "rate": rate,
+                       "rss_start_mib": rss_mib(server.proc.pid)}
+            reqs = requests(users, items, int(rate * 60 * args.minutes * 1.2),
+                            f"soak{int(time.time())}")
+            with contextlib.suppress(ImportError):
+                import uvloop
+
+                asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            # The generator's own GC pauses would otherwise show up as server latency.
+            gc.collect()
+            gc.freeze()
+            result["windows"] = asyncio.run(soak(server.port, reqs, rate, args.minutes))
+            result["rss_end_mib"] = rss_mib(server.proc.pid)
+        finally:
+            server.stop()
+    finally:
+        redis_server.stop()
+    result["machine"] = machine()
+    return result
+
+
+def build_section(res: dict[str, Any], command: str) -> str:
+    rows = [["minute", "requests/s", "errors", "p50 ms", "p99 ms"]]
+    for w in res["windows"]:
+        rows.append([str(w["minute"]), f"{w['achieved']:.0f}", str(w["errors"]),
+                     f"{w['p50_ms']:.2f}", f"{w['p99_ms']:.2f}"])
+    errors = sum(w["errors"] for w in res["windows"])
+    growth = res["rss_end_mib"] / res["rss_start_mib"] - 1
+    return f"""{BEGIN}
+## Soak
+
+{res['minutes']} minutes of open-loop mixed load against `socialrec serve` (1 worker, lastfm
+model): {1 - EVENTS_SHARE:.0%} `GET /recommend` (explain on {EXPLAIN_SHARE:.0%}),
+{EVENTS_SHARE:.0%} `POST /events` with {EVENTS_PER_POST} events each, at {res['load']:.0%} of the
+/recommend capacity measured with wrk in the same run ({res['capacity']:.0f} req/s →
+{res['rate']:.0f} req/s offered). Redis runs with `appendonly yes`, `appendfsync always`.
+Server {'pinned to CPU 0, generators and Redis on CPU 1' if res['pinned'] else 'not pinned'}.
+
+{table(rows)}
+
+- errors: **{errors}** (target 0)
+- API process resident memory: {res['rss_start_mib']:.1f} MiB after warm-up →
+  {res['rss_end_mib']:.1f} MiB at the end (**{growth:+.1%}**, target < +10 %)
+
+Machine: {res['machine']}.
+
+Command: `{command}`
+{END}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm")
+    parser.add_argument("--artifacts", type=Path, default=OUT / "load-model")
+    parser.add_argument("--minutes", type=int, default=10)
+    parser.add_argument("--load", type=float, default=0.7)
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    res = run(args)
+    command = "bench/soak" + (" " + shlex.join(argv) if argv else "")
+    section = build_section(res, command)
+    print(section)
+    (OUT / "soak.json").write_text(json.dumps(res, indent=2))
+    if not args.no_docs:
+        write_section(DOCS, BEGIN, END, section)
+    errors = sum(w["errors"] for w in res["windows"])
+    return 0 if errors == 0 and res["rss_end_mib"] < 1.1 * res["rss_start_mib"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] if len(sys.argv) > 1 else None))
