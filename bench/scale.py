@@ -45,6 +45,7 @@ from load import (
     LOAD_CPU,
     SERVER_CPU,
     Server,
+    busy_note,
     checked,
     cpus_available,
     ensure_artifacts,
@@ -266,7 +267,9 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
         return ", ".join(f"{k} {v}" for k, v in p.items()) or "exact"
 
     def sweep(row: dict[str, Any]) -> str:
-        return " · ".join(f"{v}: {r:.3f}" for v, r in row["sweep"]) or "exact"
+        if row["kind"] == "flat":
+            return "exact"
+        return " · ".join(f"{v}: {r:.3f}" for v, r in row["sweep"]) or "—"
 
     table_rows = [["items", "index", "parameters", "recall@200", "1-query p50 / p99 (ms)",
                    "build (s)", "memory (MiB)", "sweep (param: recall)", "default"]]
@@ -293,16 +296,20 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
     lines += [
         "Default per size = what `build_index` picks (`FLAT_MAX_ITEMS` = "
         f"{export.FLAT_MAX_ITEMS:,}: exact flat search up to it; above, IVF-Flat with nlist ≈ "
-        "4·√n and the smallest power-of-two nprobe reaching recall "
+        "4·√n and the smallest nprobe on a √2 grid reaching recall "
         f"{export.IVF_TARGET_RECALL} for the user vectors the trainer hands it — here "
-        f"{meta['calibration']} other users than the ones measured). HNSW over inner product "
+        f"{meta['calibration']:,} other users than the ones measured). HNSW over inner product "
         "on these vectors (norms spread 100-fold) stalls below recall 0.95 even at large "
-        "efSearch, which is why IVF replaced it as the exporter's large-catalogue index.", ""]
+        "efSearch, which is why IVF replaced it as the exporter's large-catalogue index "
+        "(HNSW stays available as `build_index(kind=\"hnsw\")`). Serving memory: flat and "
+        "HNSW indexes are read in place (no copy of the vectors), an IVF index keeps one "
+        "reconstructed copy for the rerank, so ~2 × the index size per worker.", ""]
     if e2e_sizes:
         base_n = e2e_sizes[0]
         base_rps = float(np.median([r["rps"] for r in e2e[base_n]["runs"]]))
         erows = [["items", "index (exporter default)", "/recommend req/s (rounds)",
-                  "p50 / p99 ms (wrk, 32 conns)", "vs " + f"{base_n:,}", "server start (s)"]]
+                  "p50 / p99 ms (wrk, 32 conns)", "vs " + f"{base_n:,}", "server start (s)",
+                  "CPU busy (whole machine)"]]
         for n in e2e_sizes:
             runs = e2e[n]["runs"]
             rps = float(np.median([r["rps"] for r in runs]))
@@ -313,7 +320,8 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
                           f"{rps:,.0f} ({' / '.join(format(r['rps'], ',.0f') for r in runs)})",
                           f"{np.median([r['p50_ms'] for r in runs]):.1f} / "
                           f"{np.median([r['p99_ms'] for r in runs]):.1f}",
-                          f"{ratio:.2f} ×{verdict}", f"{e2e[n].get('startup_s', 0):.0f}"])
+                          f"{ratio:.2f} ×{verdict}", f"{e2e[n].get('startup_s', 0):.0f}",
+                          busy_note(runs).removeprefix("; busy ")])
         lines += [
             "End to end: the real lastfm model (ONNX encoder, blend and rerank parameters) with "
             "its catalogue padded by the synthetic items to N and indexed by the exporter's "

@@ -7,9 +7,9 @@
 2. starts its own redis-server with the append-only file on and `appendfsync always` (as in
    docker-compose.yml) and fills it with `socialrec load`;
 3. starts `socialrec serve` (1 worker) pinned to CPU 0, the generators on CPU 1;
-4. measures /recommend capacity with wrk, then runs an open-loop generator (Poisson arrivals)
-   for `--minutes`: 90 % GET /recommend (random known user, explain on ~10 %), 10 % POST /events
-   (5 events, unique ids) at `--load` × capacity in requests per second;
+4. measures the capacity for the soak's mix with wrk, then runs an open-loop generator
+   (Poisson arrivals) for `--minutes`: 90 % GET /recommend (random known user, explain on
+   ~10 %), 10 % POST /events (5 events, unique ids) at `--load` × capacity in requests per second;
 5. reports errors (must be 0), p50/p99 per minute, and the API process's resident memory after
    warm-up and at the end (growth must stay under 10 %); writes the "Soak" section of
    docs/BENCHMARKS.md.
@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DOCS, OUT, ROOT, machine, socialrec, table, write_section
 from load import (
@@ -47,7 +45,6 @@ from load import (
     cpus_available,
     ensure_artifacts,
     log,
-    recommend_lua,
     wrk,
 )
 
@@ -55,6 +52,33 @@ sys.path.insert(0, str(ROOT))
 
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 EVENTS_SHARE, EVENTS_PER_POST, EXPLAIN_SHARE = 0.1, 5, 0.1
+
+
+def mixed_lua(users: list[str], items: list[str], tag: str) -> str:
+    """wrk script with the soak's mix, for measuring the capacity the soak is a share of."""
+    pick = "users[math.random(#users)]"
+    return f"""
+local users = {{{",".join(json.dumps(u) for u in users)}}}
+local items = {{{",".join(json.dumps(i) for i in items)}}}
+local counter = 0
+math.randomseed(os.time())
+request = function()
+  if math.random() < {EVENTS_SHARE} then
+    local parts = {{}}
+    for n = 1, {EVENTS_PER_POST} do
+      counter = counter + 1
+      parts[n] = string.format(
+        '{{"event_id":"{tag}-%d-%d","user_id":"%s","type":"listen","item_id":"%s","value":1}}',
+        math.random(1e9), counter, {pick}, items[math.random(#items)])
+    end
+    local body = '{{"events":[' .. table.concat(parts, ",") .. ']}}'
+    return wrk.format("POST", "/events", {{["Content-Type"] = "application/json"}}, body)
+  end
+  local path = "/recommend/" .. {pick} .. "?k=20"
+  if math.random() < {EXPLAIN_SHARE} then path = path .. "&explain=true" end
+  return wrk.format("GET", path)
+end
+"""
 
 
 def rss_mib(pid: int) -> float:
@@ -126,14 +150,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = dict(os.environ, SOCIALREC_ARTIFACTS=str(artifacts),
                    SOCIALREC_REDIS_URL=redis_server.url)
         env.pop("SOCIALREC_ADMIN_TOKEN", None)
-        lua = work / "recommend.lua"
-        lua.write_text(recommend_lua(users, EXPLAIN_SHARE))
+        lua = work / "mixed.lua"
+        lua.write_text(mixed_lua(users, items, f"cap{int(time.time())}"))
         server = Server(free_port(), 1, env, server_cpus, work / "serve.log")
         try:
             server.wait_ready()
             wrk(server.base + "/recommend/x", 5.0, 32, 1, load_cpus, lua)
             capacity = checked(wrk(server.base + "/recommend/x", 10.0, 32, 1, load_cpus, lua),
-                               "/recommend")["rps"]
+                               "mixed load")["rps"]
             rate = args.load * capacity
             log(f"capacity {capacity:.0f} req/s; soak at {rate:.0f} req/s for "
                 f"{args.minutes} min")
@@ -171,8 +195,9 @@ def build_section(res: dict[str, Any], command: str) -> str:
 {res['minutes']} minutes of open-loop mixed load against `socialrec serve` (1 worker, lastfm
 model): {1 - EVENTS_SHARE:.0%} `GET /recommend` (explain on {EXPLAIN_SHARE:.0%}),
 {EVENTS_SHARE:.0%} `POST /events` with {EVENTS_PER_POST} events each, at {res['load']:.0%} of the
-/recommend capacity measured with wrk in the same run ({res['capacity']:.0f} req/s →
-{res['rate']:.0f} req/s offered). Redis runs with `appendonly yes`, `appendfsync always`.
+capacity for this same mix measured with wrk (32 connections) in the same run
+({res['capacity']:.0f} req/s → {res['rate']:.0f} req/s offered). Redis runs with
+`appendonly yes`, `appendfsync always`.
 Server {'pinned to CPU 0, generators and Redis on CPU 1' if res['pinned'] else 'not pinned'}.
 
 {table(rows)}
