@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
-from tests.support.models import train_tiny
 
 from app.config import Settings
 from tests.conftest import ADMIN_TOKEN, app_client
+from tests.support.models import train_tiny
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
