@@ -28,6 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import write_section  # noqa: E402
 
 from app.config import DEFAULT_EVENT_WEIGHTS  # noqa: E402
 from app.offline.dataset import Dataset, load_dataset, load_test  # noqa: E402
@@ -210,18 +213,6 @@ def build_section(report: dict, als: dict[str, float], pop: dict[str, float], ti
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm-split")
@@ -257,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                             data_dir)
     print(section)
     if not args.no_docs:
-        write_section(args.docs, section)
+        write_section(args.docs, BEGIN, END, section)
         print(f"wrote the quality section of {args.docs}")
     return 0
 

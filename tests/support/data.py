@@ -12,21 +12,18 @@ def item_categories(data_dir: Path) -> dict[str, str]:
         return {r["item_id"]: r["category"] for r in csv.DictReader(fh)}
 
 
-def histories(data_dir: Path) -> dict[str, set[str]]:
+def histories(data_dir: Path, event: str | None = None) -> dict[str, set[str]]:
+    """Items each user interacted with (only through `event` when given)."""
     out: dict[str, set[str]] = defaultdict(set)
     with (data_dir / "interactions.csv").open(encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
-            out[r["user_id"]].add(r["item_id"])
+            if event is None or r["event"] == event:
+                out[r["user_id"]].add(r["item_id"])
     return out
 
 
 def purchases(data_dir: Path) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = defaultdict(set)
-    with (data_dir / "interactions.csv").open(encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            if r["event"] == "purchase":
-                out[r["user_id"]].add(r["item_id"])
-    return out
+    return histories(data_dir, "purchase")
 
 
 def friends(data_dir: Path) -> dict[str, list[str]]:
