@@ -89,8 +89,13 @@ def log(msg: str) -> None:
     print(f"[load {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# The CPUs this benchmark may use, as it found them: it narrows its own affinity later (to run
+# generators beside Redis), and pinning the server must not be checked against that.
+_CPUS = frozenset(os.sched_getaffinity(0))
+
+
 def cpus_available() -> set[int]:
-    return set(os.sched_getaffinity(0))
+    return set(_CPUS)
 
 
 def pin(cpus: set[int] | None) -> list[str]:
