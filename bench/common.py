@@ -72,3 +72,14 @@ def socialrec() -> list[str]:
     # app/cli.py has no __main__ guard, so `python -m app.cli` would do nothing
     return [found] if found else [sys.executable, "-c",
                                   "import sys; from app.cli import main; sys.exit(main())"]
+
+
+def bootstrap(artifacts: Path, data_dir: Path, redis_url: str) -> dict[str, str]:
+    """`socialrec load` the dataset into `redis_url`; returns the environment for a
+    `socialrec serve` on those artifacts and that Redis (admin routes off)."""
+    subprocess.run([*socialrec(), "load", str(artifacts), str(data_dir), "--redis-url",
+                    redis_url], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=600)
+    env = dict(os.environ, SOCIALREC_ARTIFACTS=str(artifacts), SOCIALREC_REDIS_URL=redis_url)
+    env.pop("SOCIALREC_ADMIN_TOKEN", None)
+    return env

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, machine, socialrec, table, write_section
+from common import DOCS, OUT, ROOT, bootstrap, machine, socialrec, table, write_section
 
 sys.path.insert(0, str(ROOT))
 
@@ -515,12 +515,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             os.sched_setaffinity(redis_server.process.pid, load_cpus)
             os.sched_setaffinity(0, load_cpus)  # this process and the generators it runs
         log(f"redis-server {redis_server.url} (pid {redis_server.process.pid}); socialrec load")
-        subprocess.run([*socialrec(), "load", str(artifacts), str(data_dir), "--redis-url",
-                        redis_server.url], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=600)
-        env = dict(os.environ, SOCIALREC_ARTIFACTS=str(artifacts),
-                   SOCIALREC_REDIS_URL=redis_server.url)
-        env.pop("SOCIALREC_ADMIN_TOKEN", None)
+        env = bootstrap(artifacts, data_dir, redis_server.url)
         rec_lua = work / "recommend.lua"
         rec_lua.write_text(recommend_lua(users, args.explain_share))
         d, conns = args.duration, args.connections

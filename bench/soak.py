@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, machine, socialrec, table, write_section
+from common import DOCS, OUT, ROOT, bootstrap, machine, table, write_section
 from load import (
     LOAD_CPU,
     SERVER_CPU,
@@ -144,12 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if pinned:
             os.sched_setaffinity(redis_server.process.pid, load_cpus)
             os.sched_setaffinity(0, load_cpus)
-        subprocess.run([*socialrec(), "load", str(artifacts), str(data_dir), "--redis-url",
-                        redis_server.url], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=600)
-        env = dict(os.environ, SOCIALREC_ARTIFACTS=str(artifacts),
-                   SOCIALREC_REDIS_URL=redis_server.url)
-        env.pop("SOCIALREC_ADMIN_TOKEN", None)
+        env = bootstrap(artifacts, data_dir, redis_server.url)
         lua = work / "mixed.lua"
         lua.write_text(mixed_lua(users, items, f"cap{int(time.time())}"))
         server = Server(free_port(), 1, env, server_cpus, work / "serve.log")
