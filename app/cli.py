@@ -152,3 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
