@@ -106,10 +106,20 @@ def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
 
         bucket = {name: metrics_at(filter(member, rs), ks, data.n_items)
                   for name, rs in rankings.items()}
+        pairs = [(f, n) for f, n in zip(rankings["full"], rankings["no_social"], strict=True)
+                 if member(f)]
         report["buckets"][label] = bucket.pop("full") | bucket | {
-            "users": sum(map(member, rankings["full"]))}
+            "users": len(pairs), "social_changes_hits": _changed_hits(pairs, max(ks))}
     report["users"] = len(test)
     return report
+
+
+def _changed_hits(pairs: list[tuple[UserRanking, UserRanking]], k: int) -> dict[str, int]:
+    """How many users the social stages gave more / fewer relevant items in their top-k than
+    the no-social ablation: a small bucket's mean can hinge on one user."""
+    diff = [len(set(f.ranked[:k]) & f.relevant) - len(set(n.ranked[:k]) & n.relevant)
+            for f, n in pairs]
+    return {"k": k, "more": sum(d > 0 for d in diff), "fewer": sum(d < 0 for d in diff)}
 
 
 def format_report(report: dict, ks: tuple[int, ...] = (10, 20)) -> str:

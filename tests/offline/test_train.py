@@ -81,6 +81,10 @@ def test_train_export_evaluate_social_beats_no_social(split: Path, trained) -> N
     # the learned blend is what carries the planted effect
     assert manifest.blend.friend_weight > 0.0
     assert report["users"] > 100
+    buckets = report["buckets"]
+    assert sum(b["users"] for b in buckets.values()) == report["users"]
+    assert all(b["social_changes_hits"]["more"] + b["social_changes_hits"]["fewer"] <= b["users"]
+               for b in buckets.values())
 
 
 @pytest.mark.slow
