@@ -84,64 +84,60 @@ class FoldInEncoder(nn.Module):
 
 
 class SocialScorer(nn.Module):
-    """The served scoring, with its learned parameters: friend_weight and history_exponent (the
-    blend weight w(n) = fw · (1 + n)^γ for a history of n items), the item-bias strength and a
-    softmax temperature (the last only shapes the training loss; ranking ignores it).
+    """The served scoring, with its learned parameters: friend_weight, the item-bias strength
+    and a softmax temperature (the last only shapes the training loss; ranking ignores it).
 
-    score(u, i) = (ũ + w(n) · Σ_f t_f ũ_f / Σ_f t_f) · [y_i, β·log1p(n_i)]     with ũ = [u, 1]
+    score(u, i) = (ũ + fw · Σ_f t_f ũ_f / Σ_f t_f) · [y_i, β·log1p(n_i)]     with ũ = [u, 1]
     """
 
     def __init__(self, item_factors: np.ndarray | torch.Tensor, item_counts: np.ndarray,
                  friend_weight: float = 0.0, bias_strength: float = 0.0,
-                 temperature: float = 10.0, history_exponent: float = 0.0) -> None:
+                 temperature: float = 10.0) -> None:
         super().__init__()
         self.register_buffer("factors", torch.as_tensor(np.asarray(item_factors),
                                                         dtype=torch.float32))
         self.register_buffer("log_counts", torch.log1p(torch.as_tensor(
             np.asarray(item_counts), dtype=torch.float32)))
         self.friend_weight = nn.Parameter(torch.tensor(float(friend_weight)))
-        self.history_exponent = nn.Parameter(torch.tensor(float(history_exponent)))
         self.bias_strength = nn.Parameter(torch.tensor(float(bias_strength)))
         self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))))
 
     def item_vectors(self) -> torch.Tensor:
         return torch.cat([self.factors, (self.bias_strength * self.log_counts)[:, None]], dim=1)
 
-    def mix(self, has_friends: torch.Tensor, history_length: torch.Tensor) -> torch.Tensor:
-        """w(n) per user, 0 for users without friends — BlendParams.weight, batched."""
-        scale = torch.exp(self.history_exponent * torch.log1p(history_length))
-        return self.friend_weight * scale * has_friends
-
-    def forward(self, own: torch.Tensor, friend_mean: torch.Tensor, has_friends: torch.Tensor,
-                history_length: torch.Tensor) -> torch.Tensor:
+    def blended(self, own: torch.Tensor, friend_mean: torch.Tensor,
+                has_friends: torch.Tensor) -> torch.Tensor:
         """`friend_mean` is the tie-weighted mean of friends' own vectors (rows of users without
         friends are ignored via `has_friends`) — app/serving/blend.py, batched."""
-        blended = own + self.mix(has_friends, history_length)[:, None] * friend_mean
-        return blended @ self.item_vectors().T
+        return own + self.friend_weight * friend_mean * has_friends[:, None]
+
+    def forward(self, own: torch.Tensor, friend_mean: torch.Tensor,
+                has_friends: torch.Tensor) -> torch.Tensor:
+        return self.blended(own, friend_mean, has_friends) @ self.item_vectors().T
 
     def parts(self, own: torch.Tensor, friend_mean: torch.Tensor) -> tuple[
             torch.Tensor, torch.Tensor]:
         """The parameter-free halves of `forward`: own·[y, 0] and friend_mean·[y, 0]. Since the
         last coordinate of `own` is 1 and that of a friend mean is 1 too (a tie-weighted mean of
-        ones), forward = own_part + b + w·(friend_part + b) with b = β·log1p(n_i) — the same
-        numbers, but the (B, n_items) products are computed once, not every step."""
+        ones), forward = own_part + b + fw·has·(friend_part + b) with b = β·log1p(n) — the
+        same numbers, but the (B, n_items) products are computed once, not every step."""
         d = self.factors.shape[1]
         return own[:, :d] @ self.factors.T, friend_mean[:, :d] @ self.factors.T
 
     def from_parts(self, own_part: torch.Tensor, friend_part: torch.Tensor,
-                   has_friends: torch.Tensor, history_length: torch.Tensor,
+                   has_friends: torch.Tensor,
                    log_counts: torch.Tensor | None = None) -> torch.Tensor:
         """`log_counts` (B, C) when the parts are restricted to C candidate columns per row."""
         bias = self.bias_strength * (self.log_counts if log_counts is None else log_counts)
-        mix = self.mix(has_friends, history_length)[:, None]
+        mix = (self.friend_weight * has_friends)[:, None]
         return own_part + bias + mix * (friend_part + bias)
 
     def loss(self, own_part: torch.Tensor, friend_part: torch.Tensor,
-             has_friends: torch.Tensor, history_length: torch.Tensor, seen: torch.Tensor,
-             targets: torch.Tensor, log_counts: torch.Tensor | None = None) -> torch.Tensor:
+             has_friends: torch.Tensor, seen: torch.Tensor, targets: torch.Tensor,
+             log_counts: torch.Tensor | None = None) -> torch.Tensor:
         """Softmax cross-entropy of held-out items, with the user's seen items excluded as the
         service excludes them (dense (B, n_items) bool `seen`, float `targets`)."""
-        logits = self.from_parts(own_part, friend_part, has_friends, history_length, log_counts)
+        logits = self.from_parts(own_part, friend_part, has_friends, log_counts)
         logits = (logits * self.log_temperature.exp()).masked_fill(seen, float("-inf"))
         logp = torch.log_softmax(logits, dim=1).masked_fill(seen, 0.0)
         return -(logp * targets).sum() / targets.sum().clamp_min(1.0)

@@ -7,13 +7,12 @@ Steps (test.csv is never read):
    least one item stays in the history);
 2. weighted ALS on the remaining pairs; the number of iterations is chosen by validation NDCG@20
    of the *served* encoder (ONNX-equivalent fold-in of the capped history), with early stopping;
-3. the served scoring `(ũ + w(h)·Σ t_f ũ_f/Σ t_f)·[y, β·log1p(n)]` is fitted on the held-out
-   items (softmax cross-entropy, seen items excluded as in serving): the blend weight
-   w(h) = fw·(1+h)^γ of a user with h history items (friends can matter more to users who have
-   told us little) and the item-bias strength β are learned parameters;
+3. the served scoring `(ũ + fw·Σ t_f ũ_f/Σ t_f)·[y, β·log1p(n)]` is fitted on the held-out items
+   (softmax cross-entropy, seen items excluded as in serving): `friend_weight` and the item-bias
+   strength β are learned parameters;
 4. the rerank weights are chosen by a grid search through the real `Recommender` over the
    validation model's exported artifacts;
-5. ALS is refitted on all training pairs with the chosen iterations, β, fw and γ are kept, and
+5. ALS is refitted on all training pairs with the chosen iterations, β and fw are kept, and
    the artifacts are exported with the validation metrics in the manifest. Refitting was
    measured with a nested split on lastfm-split: item factors from 80 % instead of 64 % of
    train scored R@20 0.259 vs 0.248 on the same validation items (+4.5 %), so the final model
@@ -67,11 +66,10 @@ class TrainConfig:
     patience: int = 5  # evaluations without improvement before ALS stops early
     cg_steps: int = 3  # CG steps per ALS half-iteration
     encoder_cg_steps: int = 12  # CG steps of the fold-in inside the ONNX encoder
-    epochs: int = 60  # Adam steps fitting the blend weight w(n) and the item-bias strength
+    epochs: int = 60  # Adam steps fitting friend_weight and the item-bias strength
     lr: float = 0.05
     learn_bias: bool = True
     learn_friend_weight: bool = True
-    learn_history_exponent: bool = True  # w(n) = fw·(1+n)^γ; off: one weight for every user
     seed: int = 7
     max_history: int = 50
     max_friends: int = 100
@@ -235,22 +233,19 @@ def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users:
 def _learn_scorer(scorer: SocialScorer, own: torch.Tensor, friend_mean: torch.Tensor,
                   has: torch.Tensor, kept: Histories, held: dict[int, set[int]],
                   users: list[int], cfg: TrainConfig, bar: tqdm) -> None:
-    """Fit the blend weight w(n), bias strength and temperature on the held-out items: Adam on the
+    """Fit friend_weight, bias strength and temperature on the held-out items: Adam on the
     softmax cross-entropy of the served scores over each user's top-`candidates` items (what
     retrieval hands to the rerank), seen items excluded. A full-catalogue softmax was measured
     to reward popularity that hurts the top-20; the candidate softmax is the ranking that serving
     actually does. The candidate sets follow the current parameters (refreshed every 10 steps);
     friend_weight is kept ≥ 0 (projected step)."""
     scorer.friend_weight.requires_grad_(cfg.learn_friend_weight)
-    scorer.history_exponent.requires_grad_(cfg.learn_friend_weight and cfg.learn_history_exponent)
     scorer.bias_strength.requires_grad_(cfg.learn_bias)
     params = [p for p in scorer.parameters() if p.requires_grad]
     idx = torch.as_tensor(users, dtype=torch.int64)
     with torch.no_grad():
         own_part, friend_part = scorer.parts(own[idx], friend_mean[idx])
     has_v = has[idx]
-    length = torch.tensor([min(len(kept[u]), cfg.max_history) for u in users],
-                          dtype=torch.float32)
     seen = _seen_mask(kept, users, scorer.factors.shape[0])
     targets = _targets(held, users, scorer.factors.shape[0])
     n_cand = min(cfg.candidates, scorer.factors.shape[0])
@@ -259,18 +254,17 @@ def _learn_scorer(scorer: SocialScorer, own: torch.Tensor, friend_mean: torch.Te
     for step in range(cfg.epochs):
         if step % 10 == 0:
             with torch.no_grad():
-                full = scorer.from_parts(own_part, friend_part, has_v, length).masked_fill(
+                full = scorer.from_parts(own_part, friend_part, has_v).masked_fill(
                     seen, float("-inf"))
                 cols = full.topk(n_cand, dim=1).indices
             sub_t = targets.gather(1, cols)
             rows = sub_t.sum(1) > 0
             sub_own, sub_friend = own_part.gather(1, cols)[rows], friend_part.gather(1, cols)[rows]
             sub_seen = seen.gather(1, cols)[rows]
-            sub_t, sub_has, sub_length = sub_t[rows], has_v[rows], length[rows]
+            sub_t, sub_has = sub_t[rows], has_v[rows]
             log_counts = scorer.log_counts[cols[rows]]
         opt.zero_grad()
-        loss = scorer.loss(sub_own, sub_friend, sub_has, sub_length, sub_seen, sub_t,
-                           log_counts)
+        loss = scorer.loss(sub_own, sub_friend, sub_has, sub_seen, sub_t, log_counts)
         loss.backward()
         opt.step()
         with torch.no_grad():
@@ -278,7 +272,6 @@ def _learn_scorer(scorer: SocialScorer, own: torch.Tensor, friend_mean: torch.Te
         bar.update(1)
         bar.set_postfix(stage="blend", loss=f"{loss.item():.4f}",
                         fw=f"{scorer.friend_weight.item():.3f}",
-                        exp=f"{scorer.history_exponent.item():.3f}",
                         bias=f"{scorer.bias_strength.item():.3f}")
 
 
@@ -340,7 +333,6 @@ def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, scorer: Social
         write_encoder=lambda folder: export_onnx(encoder, folder / ENCODER_FILE).name,
         max_history=cfg.max_history,
         blend=BlendParams(friend_weight=float(scorer.friend_weight.item()),
-                          history_exponent=float(scorer.history_exponent.item()),
                           max_friends=cfg.max_friends),
         rerank=rerank, event_weights=dict(DEFAULT_EVENT_WEIGHTS),
         data_fingerprint=data_fingerprint, model_info=info, metrics=metrics, queries=queries)
@@ -385,7 +377,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     val_data = dataclasses.replace(data, histories=kept)
     if validate:
         metrics |= {f"val_encoder_{k}": v for k, v in fitted.scores.items()}
-        # 3. learn the blend weight w(n) and the bias strength on the served blend + scoring.
+        # 3. learn friend_weight and the bias strength on the served blend + scoring.
         own = encode_all(encoder, kept, cfg.max_history)
         friend_mean, has = _friend_mean(val_data, own, cfg.max_friends)
         _learn_scorer(scorer, own, friend_mean, has, kept, held, val_users, cfg, bar)
@@ -414,12 +406,10 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                                 cfg.encoder_cg_steps)
         final = SocialScorer(item_f, _item_counts(data.histories, data.n_items),
                              friend_weight=scorer.friend_weight.item(),
-                             bias_strength=scorer.bias_strength.item(),
-                             history_exponent=scorer.history_exponent.item())
+                             bias_strength=scorer.bias_strength.item())
         scorer = final
     bar.close()
     metrics |= {"friend_weight": float(scorer.friend_weight.item()),
-                "history_exponent": float(scorer.history_exponent.item()),
                 "bias_strength": float(scorer.bias_strength.item()),
                 "train_seconds": time.perf_counter() - started}
     info: dict[str, float | int | str] = {

@@ -27,18 +27,10 @@ class ArtifactError(RuntimeError):
 
 
 class BlendParams(BaseModel):
-    """u = u_self + w(n) · Σ tie_f u_f / Σ tie_f, w(n) = friend_weight · (1 + n)^history_exponent,
-    n = the length of the history the encoder sees: friends can matter more to users with
-    little history of their own. Both parameters are learned in training."""
+    """u = u_self + friend_weight · Σ tie_f u_f / Σ tie_f — friend_weight is learned in training."""
 
     friend_weight: float = 0.0
-    history_exponent: float = 0.0
     max_friends: int = 100
-
-    def weight(self, history_length: int) -> float:
-        if self.history_exponent == 0.0:
-            return self.friend_weight
-        return self.friend_weight * (1.0 + history_length) ** self.history_exponent
 
 
 class RerankParams(BaseModel):

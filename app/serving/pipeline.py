@@ -142,9 +142,8 @@ class Recommender:
                   rerank_stage: bool) -> list[Scored]:
         m = self.manifest
         own = user.vector if user.vector is not None else self.encode([user.history])[0]
-        seen_length = min(len(user.history), m.max_history)
         vector = own if friends is None else blend(own, friends.vectors, friends.ties,
-                                                   m.blend.weight(seen_length))
+                                                   m.blend.friend_weight)
         n = max(m.rerank.candidates, query.k) + len(banned)
         scores, ids = retrieve(self.artifacts.index, vector[None, :], n, allowed)
         mask = keep(ids[0], banned)

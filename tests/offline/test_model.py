@@ -18,7 +18,6 @@ from app.offline.model import (  # noqa: E402
     fit_als,
     pad_histories,
 )
-from app.serving.artifacts import BlendParams  # noqa: E402
 
 N_ITEMS, DIM, REG, ALPHA, SCALE = 300, 16, 5.0, 4.0, 2.0
 
@@ -100,23 +99,20 @@ def test_padding_and_its_position_do_not_change_the_vector(session) -> None:
     np.testing.assert_allclose(out[0], short[0], atol=1e-6)
 
 
-def test_scorer_parts_equal_forward_and_the_served_blend() -> None:
+def test_scorer_parts_equal_forward() -> None:
     gen = torch.Generator().manual_seed(1)
     factors = torch.randn(40, 6, generator=gen)
     scorer = SocialScorer(factors, np.arange(40, dtype=np.float32), friend_weight=0.3,
-                          bias_strength=-0.05, history_exponent=-0.5)
+                          bias_strength=-0.05)
     own = torch.cat([torch.randn(5, 6, generator=gen), torch.ones(5, 1)], 1)
     friends = torch.cat([torch.randn(5, 6, generator=gen), torch.ones(5, 1)], 1)
     has = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
-    length = torch.tensor([0.0, 3.0, 3.0, 24.0, 8.0])
-    params = BlendParams(friend_weight=0.3, history_exponent=-0.5)
     with torch.no_grad():
-        direct = scorer(own, friends, has, length)
-        parts = scorer.from_parts(*scorer.parts(own, friends), has, length)
-        # the served formula, written out: (own + w(h)·has·friends) · [y, β·log1p(n)]
-        w = torch.tensor([params.weight(int(h)) for h in length])
+        direct = scorer(own, friends, has)
+        parts = scorer.from_parts(*scorer.parts(own, friends), has)
+        # the served formula, written out: (own + fw·has·friends) · [y, β·log1p(n)]
         items = torch.cat([factors, (-0.05 * torch.log1p(torch.arange(40.0)))[:, None]], 1)
-        served = (own + (w * has)[:, None] * friends) @ items.T
+        served = (own + 0.3 * has[:, None] * friends) @ items.T
     torch.testing.assert_close(direct, served, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(parts, served, atol=1e-5, rtol=1e-5)
 

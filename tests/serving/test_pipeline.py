@@ -212,26 +212,6 @@ def test_personal_social_strategy_blends_friends(toy: Recommender) -> None:
     assert _items(toy, state, Query(k=5), social=False) == [1, 2, 5, 3, 4]
 
 
-def test_blend_weight_follows_the_history_length() -> None:
-    params = BlendParams(friend_weight=0.5, history_exponent=-1.0)
-    assert params.weight(0) == 0.5
-    assert params.weight(3) == 0.125  # 0.5 · (1 + 3)^-1
-    assert BlendParams(friend_weight=0.5).weight(40) == 0.5
-
-
-def test_served_blend_weight_uses_the_users_history_length(toy: Recommender) -> None:
-    blend_params = BlendParams(friend_weight=1.0, history_exponent=-1.0)
-    manifest = toy.manifest.model_copy(update={"blend": blend_params})
-    shrinking = Recommender(dataclasses.replace(toy.artifacts, manifest=manifest))
-    state = _state(toy, "alice")  # one history item → w = 1 · 2^-1 = 0.5, as in the toy model
-    assert _items(shrinking, state, Query(k=5)) == _items(toy, state, Query(k=5)) \
-        == [2, 1, 3, 5, 4]
-    # carol has no history: w(0) = 1, so the friends' vector counts twice as much as in the toy
-    # model — the same ranking direction, doubled scores
-    cold = shrinking.recommend(_state(toy, "carol"), Query(k=4))
-    np.testing.assert_allclose([s.score for s in cold.items], [2.8, 2.6, 2.16, 0.6], atol=1e-5)
-
-
 def test_social_weight_lifts_items_friends_engaged_with(toy: Recommender) -> None:
     manifest = toy.manifest.model_copy(update={"rerank": RerankParams(social_weight=10.0)})
     boosted = Recommender(dataclasses.replace(toy.artifacts, manifest=manifest))
