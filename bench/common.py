@@ -69,9 +69,7 @@ def socialrec() -> list[str]:
     if venv.exists():
         return [str(venv)]
     found = shutil.which("socialrec")
-    # app/cli.py has no __main__ guard, so `python -m app.cli` would do nothing
-    return [found] if found else [sys.executable, "-c",
-                                  "import sys; from app.cli import main; sys.exit(main())"]
+    return [found] if found else [sys.executable, "-m", "app.cli"]
 
 
 def bootstrap(artifacts: Path, data_dir: Path, redis_url: str) -> dict[str, str]:

@@ -9,10 +9,11 @@ vectors (Zipf-like cluster sizes, per-cluster noise proportional to the centre's
 norms, directions and neighbourhoods look like the real catalogue's, not like uniform noise.
 Queries: the real users' vectors from the model's ONNX encoder.
 
-1. Retrieval, per size and for every index kind app/offline/export.py builds (flat, IVF-Flat,
-   HNSW), built by `build_index` itself: build time, memory (serialized size), recall@200
-   against exact search over a sweep of the search parameter (nprobe, efSearch), and the
-   single-query latency (1 thread, k = 200) at the smallest setting reaching recall ≥ 0.95.
+1. Retrieval, per size and for every index kind app/offline/export.py builds (flat, PQ
+   fast-scan + exact re-scoring, IVF-Flat, HNSW), built by `build_index` itself: build time,
+   memory (serialized size), recall@200 against exact search over a sweep of the search
+   parameter (k_factor, nprobe, efSearch), and the single-query latency (1 thread, k = 200) at
+   the smallest setting reaching recall ≥ 0.95.
 2. End to end: artifacts made of the real lastfm model (ONNX encoder, manifest, the real items
    first) with the catalogue padded by the synthetic items to N and indexed by the exporter's
    default for N; the lastfm users loaded into a redis-server of our own; `socialrec serve`
@@ -63,6 +64,10 @@ TARGET_E2E = 0.5
 CENTRES = 2000
 NPROBES = (8, 16, 32, 64, 128, 256, 512)
 EF_SEARCHES = (256, 512, 1024, 2048)
+K_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
+SWEEPS = {"ivf": NPROBES, "hnsw": EF_SEARCHES, "pqfs": K_FACTORS}
+SWEPT = {"ivf": "nprobe", "hnsw": "efSearch", "pqfs": "k_factor"}
+CALIBRATED = ("ivf", "pqfs")  # kinds whose search parameter the exporter calibrates
 
 
 def synthetic_items(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -108,11 +113,13 @@ def index_bytes(index: faiss.Index) -> int:
     return int(faiss.serialize_index(index).nbytes)
 
 
-def set_param(index: faiss.Index, kind: str, value: int) -> None:
+def set_param(index: faiss.Index, kind: str, value: float) -> None:
     if kind == "ivf":
-        index.nprobe = value
+        index.nprobe = int(value)
     elif kind == "hnsw":
-        index.hnsw.efSearch = value
+        index.hnsw.efSearch = int(value)
+    elif kind == "pqfs":
+        index.k_factor = float(value)
 
 
 def retrieval(items: np.ndarray, queries: np.ndarray, calibration: np.ndarray,
@@ -133,12 +140,12 @@ def retrieval(items: np.ndarray, queries: np.ndarray, calibration: np.ndarray,
         index, info = build_index(items, kind=kind, queries=calibration)
         build_s = time.perf_counter() - started
         built[kind] = (index, info)
-        sweep: list[tuple[int, float]] = []
-        chosen: int | None = None
+        sweep: list[tuple[float, float]] = []
+        chosen: float | None = None
         if kind == "flat":
             reached = 1.0
         else:
-            values = NPROBES if kind == "ivf" else EF_SEARCHES
+            values = SWEEPS[kind]
             nlist = int(info.params.get("nlist", 0))
             reached = 0.0
             for value in values:
@@ -163,19 +170,21 @@ def retrieval(items: np.ndarray, queries: np.ndarray, calibration: np.ndarray,
                          chosen is not None), "p50_ms": p50, "p99_ms": p99})
         log(f"{n:>9,} {kind:5s} build {build_s:6.1f} s, "
             f"{rows[-1]['bytes'] / 2**20:7.1f} MiB, sweep {sweep}, p50 {p50:.3f} ms")
-        exporter = int(info.params.get("nprobe", 0))
-        if kind == "ivf" and exporter != chosen:  # the setting the exporter calibrated
+        if kind not in CALIBRATED:
+            continue
+        exporter = info.params[SWEPT[kind]]
+        if exporter != chosen:  # the setting the exporter calibrated
             set_param(index, kind, exporter)
             _, found = index.search(queries, K)
             r = recall(found, truth)
             p50, p99 = single_query_ms(index, queries, latency_queries)
-            rows.append({**rows[-1], "kind": "ivf", "variant": "exporter's nprobe",
+            rows.append({**rows[-1], "variant": f"exporter's {SWEPT[kind]}",
                          "chosen": exporter, "recall": r, "meets": r >= TARGET_RECALL,
-                         "p50_ms": p50, "p99_ms": p99, "sweep": [], "exporter": True})
-            log(f"{n:>9,} ivf   exporter's nprobe {exporter}: recall {r:.3f}, p50 {p50:.3f} ms")
-        if kind == "ivf":
-            rows[-1]["exporter"] = True
-            set_param(index, kind, exporter)
+                         "p50_ms": p50, "p99_ms": p99, "sweep": []})
+            log(f"{n:>9,} {kind} exporter's {SWEPT[kind]} {exporter}: recall {r:.3f}, "
+                f"p50 {p50:.3f} ms")
+        rows[-1]["exporter"] = True
+        set_param(index, kind, exporter)
     return rows, built
 
 
@@ -260,10 +269,8 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
 
     def params(row: dict[str, Any]) -> str:
         p = dict(row["params"])
-        if row["kind"] == "ivf":
-            p["nprobe"] = row["chosen"] if row["chosen"] is not None else "-"
-        if row["kind"] == "hnsw":
-            p["efSearch"] = row["chosen"] if row["chosen"] is not None else "-"
+        if row["kind"] in SWEPT:
+            p[SWEPT[row["kind"]]] = row["chosen"] if row["chosen"] is not None else "-"
         return ", ".join(f"{k} {v}" for k, v in p.items()) or "exact"
 
     def sweep(row: dict[str, Any]) -> str:
@@ -276,7 +283,7 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
     for row in rows:
         ok = "" if row["meets"] else " (< 0.95)"
         default = defaults.get(row["n"]) == row["kind"] and (
-            row["kind"] != "ivf" or row.get("exporter", False))
+            row["kind"] not in CALIBRATED or row.get("exporter", False))
         name = row["kind"] + (f" ({row['variant']})" if row.get("variant") else "")
         table_rows.append([
             f"{row['n']:,}", name, params(row), f"{row['recall']:.3f}{ok}",
@@ -295,15 +302,20 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
              "", table(table_rows), ""]
     lines += [
         "Default per size = what `build_index` picks (`FLAT_MAX_ITEMS` = "
-        f"{export.FLAT_MAX_ITEMS:,}: exact flat search up to it; above, IVF-Flat with nlist ≈ "
-        "4·√n and the smallest nprobe on a √2 grid reaching recall "
-        f"{export.IVF_TARGET_RECALL} for the user vectors the trainer hands it — here "
-        f"{meta['calibration']:,} other users than the ones measured). HNSW over inner product "
-        "on these vectors (norms spread 100-fold) stalls below recall 0.95 even at large "
-        "efSearch, which is why IVF replaced it as the exporter's large-catalogue index "
-        "(HNSW stays available as `build_index(kind=\"hnsw\")`). Serving memory: flat and "
-        "HNSW indexes are read in place (no copy of the vectors), an IVF index keeps one "
-        "reconstructed copy for the rerank, so ~2 × the index size per worker.", ""]
+        f"{export.FLAT_MAX_ITEMS:,}: exact flat search up to it; up to `PQFS_MAX_ITEMS` = "
+        f"{export.PQFS_MAX_ITEMS:,}, 4-bit PQ fast-scan codes (one sub-quantizer per dimension)"
+        " whose k_factor·200 best candidates are re-scored exactly over the raw vectors, with "
+        "the smallest k_factor reaching recall "
+        f"{export.PQFS_TARGET_RECALL}; above, IVF-Flat with nlist ≈ 4·√n and the smallest "
+        "nprobe on a √2 grid reaching recall "
+        f"{export.IVF_TARGET_RECALL} — both calibrated on the user vectors the trainer hands "
+        f"the exporter, here {meta['calibration']:,} other users than the ones measured). "
+        "HNSW over inner product on these vectors (norms spread 100-fold) stalls below recall "
+        "0.95 even at large efSearch, which is why IVF replaced it as the exporter's "
+        "large-catalogue index (HNSW stays available as `build_index(kind=\"hnsw\")`). "
+        "Serving memory: flat, PQ-with-re-scoring and HNSW indexes are read in place (no copy "
+        "of the vectors), an IVF index keeps one reconstructed copy for the rerank, so ~2 × "
+        "the index size per worker.", ""]
     if e2e_sizes:
         base_n = e2e_sizes[0]
         base_rps = float(np.median([r["rps"] for r in e2e[base_n]["runs"]]))
@@ -340,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm")
     parser.add_argument("--artifacts", type=Path, default=OUT / "load-model")
     parser.add_argument("--sizes", default="20000,200000,1000000")
-    parser.add_argument("--kinds", default="flat,ivf,hnsw")
+    parser.add_argument("--kinds", default="flat,pqfs,ivf,hnsw")
     parser.add_argument("--e2e-sizes", default="20000,1000000",
                         help="end-to-end sizes (first = baseline); empty to skip")
     parser.add_argument("--queries", type=int, default=500, help="recall queries")
@@ -353,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     from app.offline.dataset import load_dataset
-    from app.offline.export import FLAT_MAX_ITEMS, build_index
+    from app.offline.export import build_index, default_kind
     from app.serving.artifacts import ModelArtifacts
     from app.serving.encode import History
     from app.serving.pipeline import Recommender
@@ -377,17 +389,17 @@ def main(argv: list[str] | None = None) -> int:
     e2e: dict[Any, Any] = {}
     for n in sorted(set(sizes) | set(e2e_sizes)):
         items = synthetic_items(real, n)
-        default_kind = "flat" if n <= FLAT_MAX_ITEMS else "ivf"
-        defaults[n] = default_kind
+        kind = default_kind(n)
+        defaults[n] = kind
         built: dict[str, Any] = {}
         if n in sizes:
             size_rows, built = retrieval(items, queries, calibration, args.latency_queries,
                                          kinds)
             rows += size_rows
         if n in e2e_sizes:
-            index, info = built.get(default_kind) or build_index(items, queries=calibration)
-            if "nprobe" in info.params:  # the exporter's setting, not the sweep's last one
-                index.nprobe = int(info.params["nprobe"])
+            index, info = built.get(kind) or build_index(items, queries=calibration)
+            if kind in SWEPT and SWEPT[kind] in info.params:  # the exporter's setting
+                set_param(index, kind, info.params[SWEPT[kind]])
             e2e_artifacts[n] = make_artifacts(base, OUT / f"scale-model-{n}", items, index,
                                               info)
             e2e[n] = {"index": f"{info.kind} "

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import faiss
 import numpy as np
@@ -27,23 +28,33 @@ from app.serving.artifacts import (
     RerankParams,
 )
 
-# Index choice, measured by bench/scale (docs/BENCHMARKS.md, "Catalogue scale") on clustered
-# item vectors of the real model's shape (ALS factors + a bias dimension, inner product):
-# - exact search up to FLAT_MAX_ITEMS: a flat scan costs ~8 ns per item and query, 0.15 ms
-#   at 20k items but 3 ms at 200k;
-# - above it IVF-Flat, nlist ≈ 4·√n, with the smallest nprobe whose recall@200 against exact
-#   search reaches IVF_TARGET_RECALL, measured at export with the trainer's user vectors as
-#   queries (the nprobe needed varies from nlist/4 at 20k items to nlist/32 at 200k; items as
-#   queries are a poor stand-in: they ask for 8-16 × more lists than users do);
+# Index choice, measured by bench/scale and bench/load (docs/BENCHMARKS.md) on item vectors of
+# the real model's shape (ALS factors + a bias dimension, inner product). A single-query flat
+# scan reads every vector (4·d bytes per item) and is bound by memory bandwidth: ~0.42 ms at
+# 17.6k items, a fifth of a whole /recommend request on the benchmark machine. So:
+# - exact search up to FLAT_MAX_ITEMS, where the scan is cheap;
+# - up to PQFS_MAX_ITEMS, 4-bit PQ fast-scan codes (one sub-quantizer per dimension, d/2 bytes
+#   per item, SIMD lookup tables) pick k_factor·k candidates that an exact re-scoring over the
+#   raw vectors (IndexRefineFlat) orders: the returned scores are exact inner products. k_factor
+#   is the smallest on a grid whose recall@200 against exact search reaches PQFS_TARGET_RECALL
+#   for the trainer's user vectors (0.99 at k_factor 2 on lastfm: 0.14 ms instead of 0.42);
+# - above it IVF-Flat, nlist ≈ 4·√n, with the smallest nprobe whose recall@200 reaches
+#   IVF_TARGET_RECALL, calibrated the same way (the nprobe needed varies from nlist/4 at 20k
+#   items to nlist/32 at 200k; items as queries are a poor stand-in: they ask for 8-16 × more
+#   lists than users do);
 # - HNSW (inner product) is kept as an option but not the default: on these vectors, whose
 #   norms vary 100-fold, its recall@200 stalls below 0.95 however large efSearch is.
-FLAT_MAX_ITEMS = 50_000
+FLAT_MAX_ITEMS = 5_000
+PQFS_MAX_ITEMS = 50_000
+PQFS_TARGET_RECALL = 0.99
+PQFS_K_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
 IVF_TARGET_RECALL = 0.96
-IVF_CALIBRATION_QUERIES = 256
+CALIBRATION_QUERIES = 256
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 256
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("flat", "pqfs", "ivf", "hnsw")
+T = TypeVar("T")
 
 
 def ivf_nlist(n: int) -> int:
@@ -51,26 +62,29 @@ def ivf_nlist(n: int) -> int:
     return max(64, 1 << round(math.log2(4 * math.sqrt(n))))
 
 
+def default_kind(n: int, flat_max_items: int = FLAT_MAX_ITEMS,
+                 pqfs_max_items: int = PQFS_MAX_ITEMS) -> str:
+    if n <= flat_max_items:
+        return "flat"
+    return "pqfs" if n <= pqfs_max_items else "ivf"
+
+
 def build_index(vectors: np.ndarray, flat_max_items: int = FLAT_MAX_ITEMS,
                 kind: str | None = None,
                 queries: np.ndarray | None = None) -> tuple[faiss.Index, IndexInfo]:
-    """Exact inner-product search up to `flat_max_items`, IVF-Flat above; `kind` forces one of
-    INDEX_KINDS. `queries` (typical user vectors) calibrate IVF's nprobe; without them a
-    sample of the items stands in (a higher, safe nprobe)."""
+    """The index `default_kind` picks for the catalogue's size, or `kind` (one of INDEX_KINDS).
+    `queries` (typical user vectors) calibrate the approximate kinds' search parameter; without
+    them a sample of the items stands in (a higher, safe setting)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
-    kind = kind or ("flat" if n <= flat_max_items else "ivf")
+    kind = kind or default_kind(n, flat_max_items)
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
         info = IndexInfo(kind="flat")
+    elif kind == "pqfs":
+        return _pq_fast_scan(vectors, queries)
     elif kind == "ivf":
-        nlist = min(ivf_nlist(n), max(1, n // 39))  # k-means wants ≥ 39 points per list
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
-        index.train(vectors[np.sort(sample)])
-        index.add(vectors)
-        index.nprobe = calibrate_nprobe(index, vectors, queries=queries)
-        return index, IndexInfo(kind="ivf", params={"nlist": nlist, "nprobe": index.nprobe})
+        return _ivf(vectors, queries)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -83,25 +97,65 @@ def build_index(vectors: np.ndarray, flat_max_items: int = FLAT_MAX_ITEMS,
     return index, info
 
 
+def _pq_fast_scan(vectors: np.ndarray,
+                  queries: np.ndarray | None) -> tuple[faiss.Index, IndexInfo]:
+    d = vectors.shape[1]
+    codes = faiss.index_factory(d, f"PQ{d}x4fs", faiss.METRIC_INNER_PRODUCT)
+    codes.train(vectors)
+    index = faiss.IndexRefineFlat(codes)
+    index.add(vectors)
+
+    def use(k_factor: float) -> None:
+        index.k_factor = k_factor
+
+    k_factor = calibrate(index, vectors, PQFS_K_FACTORS, use, target=PQFS_TARGET_RECALL,
+                         queries=queries)
+    use(k_factor)
+    return index, IndexInfo(kind="pqfs", params={"M": d, "nbits": 4, "k_factor": k_factor})
+
+
+def _ivf(vectors: np.ndarray, queries: np.ndarray | None) -> tuple[faiss.Index, IndexInfo]:
+    n, d = vectors.shape
+    nlist = min(ivf_nlist(n), max(1, n // 39))  # k-means wants ≥ 39 points per list
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
+    index.train(vectors[np.sort(sample)])
+    index.add(vectors)
+    index.nprobe = calibrate_nprobe(index, vectors, queries=queries)
+    return index, IndexInfo(kind="ivf", params={"nlist": nlist, "nprobe": index.nprobe})
+
+
 def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, k: int = 200,
                      target: float = IVF_TARGET_RECALL,
                      queries: np.ndarray | None = None) -> int:
-    """The smallest nprobe on a √2-step grid whose recall@k against exact search reaches
-    `target` for (a sample of) `queries`, else for a sample of the indexed vectors."""
+    """The smallest nprobe on a √2-step grid reaching `target` recall@k (see `calibrate`)."""
+    grid = sorted({min(index.nlist, round(2 ** (i / 2))) for i in range(64)})
+
+    def use(nprobe: int) -> None:
+        index.nprobe = nprobe
+
+    return calibrate(index, vectors, grid, use, k=k, target=target, queries=queries)
+
+
+def calibrate(index: faiss.Index, vectors: np.ndarray, grid: Sequence[T],
+              use: Callable[[T], None], k: int = 200, target: float = IVF_TARGET_RECALL,
+              queries: np.ndarray | None = None) -> T:
+    """The first setting of `grid` (ascending cost) whose recall@k against exact search
+    reaches `target` for (a sample of) `queries`, else for a sample of the indexed vectors;
+    the last one when none does."""
     rng = np.random.default_rng(1)
     pool = vectors if queries is None or not len(queries) else queries
-    pick = rng.choice(len(pool), min(IVF_CALIBRATION_QUERIES, len(pool)), replace=False)
+    pick = rng.choice(len(pool), min(CALIBRATION_QUERIES, len(pool)), replace=False)
     xq = np.ascontiguousarray(pool[np.sort(pick)], dtype=np.float32)
     k = min(k, len(vectors))
     _, truth = faiss.knn(xq, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    grid = sorted({min(index.nlist, round(2 ** (i / 2))) for i in range(64)})
-    for nprobe in grid:
-        index.nprobe = nprobe
+    for value in grid:
+        use(value)
         _, found = index.search(xq, k)
         hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
         if hits >= target * truth.size:
-            return nprobe
-    return index.nlist
+            return value
+    return grid[-1]
 
 
 def fingerprint(paths: Iterable[Path]) -> str:

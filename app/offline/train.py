@@ -36,7 +36,7 @@ from tqdm import tqdm
 from app.config import DEFAULT_EVENT_WEIGHTS
 from app.offline.dataset import Dataset, interactions_file, load_dataset
 from app.offline.evaluate import metrics_at, rank_users, user_states
-from app.offline.export import FLAT_MAX_ITEMS, export_artifacts, fingerprint
+from app.offline.export import default_kind, export_artifacts, fingerprint
 from app.offline.model import (
     ENCODER_FILE,
     FoldInEncoder,
@@ -324,7 +324,7 @@ def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, scorer: Social
             cfg: TrainConfig, rerank: RerankParams, metrics: dict[str, float],
             data_fingerprint: str, info: dict[str, float | int | str]) -> Manifest:
     queries = None
-    if data.n_items > FLAT_MAX_ITEMS:  # an approximate index: tuned for real user vectors
+    if default_kind(data.n_items) != "flat":  # an approximate index: tuned for user vectors
         with torch.no_grad():
             queries = encode_all(encoder, [h for h in data.histories if h][:2000],
                                  cfg.max_history).numpy()

@@ -138,6 +138,8 @@ class ModelArtifacts:
             index.hnsw.efSearch = int(manifest.index.params["efSearch"])
         if "nprobe" in manifest.index.params and hasattr(index, "nprobe"):
             index.nprobe = int(manifest.index.params["nprobe"])
+        if "k_factor" in manifest.index.params and hasattr(index, "k_factor"):
+            index.k_factor = float(manifest.index.params["k_factor"])
         vectors = stored_vectors(index)
         return cls(folder=folder, manifest=manifest, session=session, index=index,
                    item_vectors=vectors, catalog=ItemCatalog.from_records(records),
@@ -156,10 +158,14 @@ class _IndexMemory:
 
 def stored_vectors(index: faiss.Index) -> np.ndarray:
     """The item vectors, (ntotal, d) float32: a read-only view of the index's own storage when
-    it keeps the raw vectors (flat, HNSW-flat) — one copy in memory instead of two, and the
-    rows the rerank gathers are the ones the search just read — else a reconstructed copy.
-    The view holds a reference to the index (the index must not be modified)."""
-    storage = faiss.downcast_index(index.storage) if hasattr(index, "storage") else index
+    it keeps the raw vectors (flat, HNSW-flat, PQ codes with flat re-scoring) — one copy in
+    memory instead of two, and the rows the rerank gathers are the ones the search just read —
+    else a reconstructed copy. The view holds a reference to the index (which must not be
+    modified)."""
+    storage = index
+    for inner in ("storage", "refine_index"):  # HNSW-flat; IndexRefineFlat
+        if hasattr(index, inner):
+            storage = faiss.downcast_index(getattr(index, inner))
     if isinstance(storage, faiss.IndexFlat) and storage.ntotal == index.ntotal and index.ntotal:
         raw = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d)
         address = raw.__array_interface__["data"][0]

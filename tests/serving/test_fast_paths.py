@@ -48,11 +48,21 @@ def test_indices_in_equals_the_category_mask() -> None:
                               np.flatnonzero(catalog.in_categories(cats)))
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def _index(kind: str, x: np.ndarray) -> faiss.Index:
+    d = x.shape[1]
+    if kind == "flat":
+        return faiss.IndexFlatIP(d)
+    if kind == "hnsw":
+        return faiss.IndexHNSWFlat(d, 8, faiss.METRIC_INNER_PRODUCT)
+    codes = faiss.index_factory(d, f"PQ{d}x4fs", faiss.METRIC_INNER_PRODUCT)
+    codes.train(x)
+    return faiss.IndexRefineFlat(codes)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "pqfs"])
 def test_stored_vectors_view_the_index_and_keep_it_alive(kind: str) -> None:
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
-    index = faiss.IndexFlatIP(8) if kind == "flat" else faiss.IndexHNSWFlat(
-        8, 8, faiss.METRIC_INNER_PRODUCT)
+    index = _index(kind, x)
     index.add(x)
     view = stored_vectors(index)
     assert not view.flags.owndata and not view.flags.writeable
