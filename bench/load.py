@@ -505,7 +505,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server_cpus, load_cpus = ({SERVER_CPU}, {LOAD_CPU}) if pinned else (None, None)
     both = {SERVER_CPU, LOAD_CPU} if pinned else None
     results: dict[str, Any] = {"pinned": pinned, "users": len(users), "items": len(items),
-                               "model": manifest.model_version, "duration": args.duration,
+                               "model": manifest.model_version,
+                               "index": f"{manifest.index.kind} " + ", ".join(
+                                   f"{k} {v}" for k, v in manifest.index.params.items()),
+                               "duration": args.duration,
                                "rounds": args.rounds, "latency_seconds": args.latency_seconds}
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="load-", dir=OUT))
@@ -683,7 +686,8 @@ def build_section(res: dict[str, Any], command: str) -> tuple[str, dict[str, flo
         BEGIN,
         "## Serving load",
         "",
-        f"lastfm artifacts ({res['items']:,} items, model `{res['model']}`), "
+        f"lastfm artifacts ({res['items']:,} items, model `{res['model']}`, index "
+        f"{res.get('index', '?').strip()}), "
         f"{res['users']:,} users loaded into a fresh redis-server of the benchmark's own. "
         f"Saturation: wrk, {one['connections']} connections per worker, {res['duration']:g} s "
         f"per run, {res['rounds']} rounds alternating /healthz and /recommend (median shown); "

@@ -189,7 +189,8 @@ def build_section(report: dict, als: dict[str, float], pop: dict[str, float], ti
         f"friend_weight {m.blend.friend_weight:.4f}, learned item-bias strength "
         f"{val.get('bias_strength', 0.0):.4f}, rerank candidates {m.rerank.candidates}, "
         f"match_weight {m.rerank.match_weight}, social_weight {m.rerank.social_weight} "
-        "(chosen on validation).",
+        "(chosen on validation); FAISS index as served: "
+        f"{m.index.kind} {', '.join(f'{k} {v}' for k, v in m.index.params.items()) or 'exact'}.",
         f"Validation split (20 % of each user's train items, seeded; {int(val.get('val_users', 0))}"
         f" users): full R@20 {val.get('val_recall@20', float('nan')):.4f} / N@20 "
         f"{val.get('val_ndcg@20', float('nan')):.4f}, no_social R@20 "

@@ -10,10 +10,10 @@ norms, directions and neighbourhoods look like the real catalogue's, not like un
 Queries: the real users' vectors from the model's ONNX encoder.
 
 1. Retrieval, per size and for every index kind app/offline/export.py builds (flat, PQ
-   fast-scan + exact re-scoring, IVF-Flat, HNSW), built by `build_index` itself: build time,
-   memory (serialized size), recall@200 against exact search over a sweep of the search
-   parameter (k_factor, nprobe, efSearch), and the single-query latency (1 thread, k = 200) at
-   the smallest setting reaching recall ≥ 0.95.
+   fast-scan + exact re-scoring, the same in IVF lists, HNSW), built by `build_index` itself:
+   build time, memory (serialized size), recall@200 against exact search over a sweep of the
+   search parameter (k_factor, nprobe, efSearch), and the single-query latency (1 thread,
+   k = 200) at the smallest setting reaching recall ≥ 0.95.
 2. End to end: artifacts made of the real lastfm model (ONNX encoder, manifest, the real items
    first) with the catalogue padded by the synthetic items to N and indexed by the exporter's
    default for N; the lastfm users loaded into a redis-server of our own; `socialrec serve`
@@ -115,7 +115,7 @@ def index_bytes(index: faiss.Index) -> int:
 
 def set_param(index: faiss.Index, kind: str, value: float) -> None:
     if kind == "ivf":
-        index.nprobe = int(value)
+        faiss.extract_index_ivf(index).nprobe = int(value)
     elif kind == "hnsw":
         index.hnsw.efSearch = int(value)
     elif kind == "pqfs":
@@ -306,16 +306,17 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
         f"{export.PQFS_MAX_ITEMS:,}, 4-bit PQ fast-scan codes (one sub-quantizer per dimension)"
         " whose k_factor·200 best candidates are re-scored exactly over the raw vectors, with "
         "the smallest k_factor reaching recall "
-        f"{export.PQFS_TARGET_RECALL}; above, IVF-Flat with nlist ≈ 4·√n and the smallest "
-        "nprobe on a √2 grid reaching recall "
+        f"{export.PQFS_TARGET_RECALL}; above, the same codes in IVF lists (nlist ≈ 4·√n), "
+        f"{export.IVF_K_FACTOR:g}·200 candidates re-scored exactly, and the smallest nprobe on "
+        "a √2 grid reaching recall "
         f"{export.IVF_TARGET_RECALL} — both calibrated on the user vectors the trainer hands "
         f"the exporter, here {meta['calibration']:,} other users than the ones measured). "
         "HNSW over inner product on these vectors (norms spread 100-fold) stalls below recall "
         "0.95 even at large efSearch, which is why IVF replaced it as the exporter's "
         "large-catalogue index (HNSW stays available as `build_index(kind=\"hnsw\")`). "
-        "Serving memory: flat, PQ-with-re-scoring and HNSW indexes are read in place (no copy "
-        "of the vectors), an IVF index keeps one reconstructed copy for the rerank, so ~2 × "
-        "the index size per worker.", ""]
+        "Serving memory: the index size per worker — the service reads the raw vectors the "
+        "index keeps (flat, HNSW, and the re-scoring vectors of the PQ kinds) in place, "
+        "without a second copy for the rerank.", ""]
     if e2e_sizes:
         base_n = e2e_sizes[0]
         base_rps = float(np.median([r["rps"] for r in e2e[base_n]["runs"]]))

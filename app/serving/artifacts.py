@@ -6,6 +6,7 @@ before anything is swapped in, so a broken folder is refused with a message, nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -136,8 +137,9 @@ class ModelArtifacts:
         _check_consistent(manifest, session, index, records, popularity)
         if "efSearch" in manifest.index.params and hasattr(index, "hnsw"):
             index.hnsw.efSearch = int(manifest.index.params["efSearch"])
-        if "nprobe" in manifest.index.params and hasattr(index, "nprobe"):
-            index.nprobe = int(manifest.index.params["nprobe"])
+        if "nprobe" in manifest.index.params:
+            with contextlib.suppress(RuntimeError):  # RuntimeError: no IVF part in this index
+                faiss.extract_index_ivf(index).nprobe = int(manifest.index.params["nprobe"])
         if "k_factor" in manifest.index.params and hasattr(index, "k_factor"):
             index.k_factor = float(manifest.index.params["k_factor"])
         vectors = stored_vectors(index)

@@ -11,16 +11,25 @@ def retrieve(index: faiss.Index, vectors: np.ndarray, n: int,
     """Top-`n` (scores, ids) per row of `vectors`; `allowed` (item ids) restricts the search
     inside FAISS so a narrow category filter still yields `n` candidates. Missing slots are -1.
 
-    PQ fast-scan codes take no ID filter: a filtered search on that kind runs exact over the
-    raw vectors the index keeps for its re-scoring."""
+    Indexes with exact re-scoring (IndexRefine) filter inside their IVF lists; PQ fast-scan
+    codes without lists take no ID filter, so a filtered search there runs exact over the raw
+    vectors the index keeps for the re-scoring."""
     n = max(1, min(n, index.ntotal))
     queries = np.ascontiguousarray(vectors, dtype=np.float32)
     if allowed is None:
         return index.search(queries, n)
+    selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
     if isinstance(index, faiss.IndexRefine):
-        index = faiss.downcast_index(index.refine_index)
-    params = _search_params(index, faiss.IDSelectorBatch(allowed.astype(np.int64)))
-    return index.search(queries, n, params=params)
+        base = faiss.downcast_index(index.base_index)
+        if not isinstance(base, faiss.IndexIVF):
+            exact = faiss.downcast_index(index.refine_index)
+            return exact.search(queries, n, params=faiss.SearchParameters(sel=selector))
+        # every params object stays referenced here until the search returns
+        inner = faiss.SearchParametersIVF(sel=selector, nprobe=base.nprobe)
+        params = faiss.IndexRefineSearchParameters(k_factor=index.k_factor,
+                                                   base_index_params=inner)
+        return index.search(queries, n, params=params)
+    return index.search(queries, n, params=_search_params(index, selector))
 
 
 def _search_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:

@@ -38,12 +38,29 @@ def test_large_catalogues_get_ivf_tuned_for_the_queries() -> None:
     index, info = build_index(x, kind="ivf", queries=queries)
     assert info.kind == "ivf" and index.ntotal == 6000
     assert info.params["nlist"] == min(ivf_nlist(6000), 6000 // 39)
-    assert index.nprobe == info.params["nprobe"] <= info.params["nlist"]
+    lists = faiss.extract_index_ivf(index)
+    assert lists.nprobe == info.params["nprobe"] <= info.params["nlist"]
+    assert index.k_factor == info.params["k_factor"]
     _, truth = build_index(x, kind="flat")[0].search(queries, 50)
-    _, found = index.search(queries, 50)
-    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
-    assert hits / truth.size >= 0.9
+    scores, found = retrieve(index, queries, 50)
+    assert _recall(found, truth) >= 0.9
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, x[found]), rtol=1e-5,
+                               atol=1e-4)
     assert calibrate_nprobe(index, x, k=50, target=1.0, queries=queries) <= info.params["nlist"]
+
+
+def test_filtered_ivf_search_stays_inside_the_allowed_items() -> None:
+    x = clustered(6000)
+    queries = clustered(20, seed=4)
+    index, _ = build_index(x, kind="ivf", queries=queries)
+    allowed = np.arange(0, 6000, 5)
+    _, found = retrieve(index, queries, 30, allowed)
+    assert np.isin(found[found >= 0], allowed).all()
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x[allowed])
+    _, expected = flat.search(queries, 30)
+    assert _recall(found, allowed[expected]) >= 0.9
+    assert np.array_equal(stored_vectors(index), x)
 
 
 def test_default_kind_by_catalogue_size() -> None:
