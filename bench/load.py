@@ -60,28 +60,34 @@ TARGETS = {"recommend_vs_healthz": 0.30, "p99_ms": 10.0, "two_workers": 1.7,
            "events_vs_raw": 0.5}
 # Measured with this command before the performance work (see the section's text).
 BEFORE = """\
-Before the performance work — the same command (server on CPU 0, generators and Redis on CPU 1)
-on the code as it was when the issue "Serving performance" was opened, same machine, 2026-11-29
-10:44 UTC: /healthz 1 worker 10,574 req/s; /recommend 1 worker 327 req/s (0.031 × healthz);
-open loop at 229 req/s (70 %, one 20 s window) p50 8.4 ms / p99 80.6 ms; 2 workers 486 req/s
-(1.49 × 1 worker); POST /events 1,691 / 9,795 / 13,660 events/s at batches of 1 / 10 / 100 vs
-raw redis-py 6,425 / 16,714 / 14,555 (0.26 / 0.59 / 0.94 ×)."""
+Earlier runs of the same command, for the trend (other runs, so compare their ratios, not their
+req/s): on the code as it was when the issue "Serving performance" was opened (AMD EPYC
+machine, 2026-11-29 10:44 UTC): /recommend 1 worker 0.031 × /healthz (327 req/s), open loop at
+70 % p99 80.6 ms, 2 workers 1.49 × 1 worker, POST /events 0.26 / 0.59 / 0.94 × raw at batches
+of 1 / 10 / 100. After the first round of work, exact flat index for the 17,632 items (that
+machine, 11:20 UTC): 0.088 × /healthz (920 req/s), p99 12.75 ms at 644 req/s. The same code on
+this machine kind (Intel Xeon, 2026-11-29 11:49 UTC), before the PQ index: 0.084 × /healthz
+(487 of 5,816 req/s), open loop at 341 req/s p50 4.38 ms / p99 18.87 ms, 2 workers 1.95 ×."""
 
-# Measured while profiling (py-spy, cProfile, perf) on this machine, not by this command.
+# Measured while profiling (py-spy) on this machine, not by this command.
 PROFILE = """\
-Where a /recommend request's time goes now (1 worker at saturation, ~1.1 ms of CPU per request;
-found by switching one stage off at a time in the same server — FAISS replaced by a cached
-result, Redis by cached records, the whole recommendation by a fixed list — and by timing
-inside it): the exact flat search over 17,632 × 129 floats ~0.23 ms median (0.15 ms in a warm
-microbenchmark: the 9 MB scan mostly misses the cache here) plus ~0.2 ms of other work slowed by
-the cache it evicted; FastAPI + uvicorn for this route ~0.2 ms (/healthz ~0.1 ms); the two Redis
-round trips (redis-py asyncio: ~60 µs per round trip, ~9 µs per pipelined command) ~0.15 ms;
-the rest — cache-entry decoding, blend, filter, rerank, social proof, JSON — ~0.4 ms of
-Python/numpy call overhead. 0.30 × /healthz would need ≤ ~0.4 ms per request, about what the
-exact search and the framework take alone, so that target is out of reach for this design
-without a per-user result cache (whose hit rate on 1,892 benchmark users would say nothing about
-production). POST /events in batches of 100: ~38 µs of CPU per event, most of it redis-py
-packing the 200 EVALSHA commands — the raw baseline pays the same packing."""
+Where a /recommend request's time goes now (py-spy, 200 Hz for 10 s, 1 worker saturated by wrk:
+559 req/s, ~1.79 ms of CPU per request; /healthz costs ~0.18 ms): the pipeline
+(`Recommender.recommend`) ~0.63 ms — FAISS retrieval ~0.24 ms (PQ fast-scan codes, then exact
+re-scoring of k_factor 2 × the ~250 candidates asked for; the exact flat scan it replaced took
+~0.42 ms, a fifth of the request, bound by reading all 9 MB of vectors), rerank (match function
++ social proof) ~0.09 ms, friends' engagement lookup ~0.08 ms, filter, blend, sorting and the
+ranked list ~0.22 ms; reading the user's and friends' state from Redis ~0.28 ms (two dependent
+round trips: the friend list comes with the
+user, then one MGET of the friends' cached vectors; redis-py's packing and parsing included);
+FastAPI's parameter validation ~0.12 ms; building the JSON ~0.03 ms; and ~0.7 ms outside the
+app — uvloop/httptools socket work for the HTTP exchange and the two Redis round trips. 0.30 ×
+/healthz would need ≤ ~0.6 ms per request, less than the event loop and Redis I/O take alone, so
+that target is out of reach for this design without a per-user result cache (whose hit rate
+on 1,892 benchmark users would say nothing about production). The p99 at 70 % load is
+queueing behind ~1.8 ms requests on one core: meeting 10 ms would need about half the
+per-request cost. POST /events in batches of 100: ~38 µs of CPU per event, most of it
+redis-py packing the 200 EVALSHA commands — the raw baseline pays the same packing."""
 
 # ----------------------------------------------------------------------------- helpers
 
