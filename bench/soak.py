@@ -87,6 +87,12 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def requests(users: list[str], items: list[str], n: int, tag: str) -> list[bytes]:
     """`n` ready HTTP/1.1 requests in the soak's mix; every POST carries fresh event ids."""
     rng = random.Random(11)
@@ -108,17 +114,26 @@ def requests(users: list[str], items: list[str], n: int, tag: str) -> list[bytes
     return out
 
 
-async def soak(port: int, reqs: list[bytes], rate: float, minutes: int) -> list[dict]:
-    """One open-loop window per minute, back to back; each reports its own p99 and errors."""
+async def soak(port: int, reqs: list[bytes], rate: float, minutes: int, server_pid: int,
+               redis_pid: int) -> list[dict]:
+    """One open-loop window per minute, back to back; each reports its own p99 and errors, and
+    the CPU the server spent per request and Redis' CPU share — whether a slower minute is
+    more work per request or waiting on something else."""
     windows = []
     per_window = len(reqs) // minutes
     for m in range(minutes):
         chunk = reqs[m * per_window:(m + 1) * per_window]
+        cpu0 = cpu_seconds(server_pid), cpu_seconds(redis_pid), time.perf_counter()
         res = await _open_loop("127.0.0.1", port, chunk, rate, 60.0, seed=m, ordered=True)
-        res["minute"] = m + 1
+        elapsed = time.perf_counter() - cpu0[2]
+        res |= {"minute": m + 1,
+                "server_cpu_ms_per_request": 1e3 * (cpu_seconds(server_pid) - cpu0[0])
+                / max(res["sent"], 1),
+                "redis_cpu_share": (cpu_seconds(redis_pid) - cpu0[1]) / elapsed}
         windows.append(res)
         log(f"minute {m + 1}: {res['achieved']:.0f} req/s, p99 {res['p99_ms']:.2f} ms, "
-            f"errors {res['errors']}")
+            f"server {res['server_cpu_ms_per_request']:.2f} ms CPU/request, Redis CPU "
+            f"{res['redis_cpu_share']:.0%}, errors {res['errors']}")
     return windows
 
 
@@ -166,7 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # The generator's own GC pauses would otherwise show up as server latency.
             gc.collect()
             gc.freeze()
-            result["windows"] = asyncio.run(soak(server.port, reqs, rate, args.minutes))
+            result["windows"] = asyncio.run(soak(server.port, reqs, rate, args.minutes,
+                                                 server.proc.pid, redis_server.process.pid))
             result["rss_end_mib"] = rss_mib(server.proc.pid)
         finally:
             server.stop()
@@ -177,10 +193,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_section(res: dict[str, Any], command: str) -> str:
-    rows = [["minute", "requests/s", "errors", "p50 ms", "p99 ms"]]
+    rows = [["minute", "requests/s", "errors", "p50 ms", "p99 ms", "server CPU ms / request",
+             "Redis CPU"]]
     for w in res["windows"]:
         rows.append([str(w["minute"]), f"{w['achieved']:.0f}", str(w["errors"]),
-                     f"{w['p50_ms']:.2f}", f"{w['p99_ms']:.2f}"])
+                     f"{w['p50_ms']:.2f}", f"{w['p99_ms']:.2f}",
+                     f"{w['server_cpu_ms_per_request']:.2f}", f"{w['redis_cpu_share']:.0%}"])
     errors = sum(w["errors"] for w in res["windows"])
     growth = res["rss_end_mib"] / res["rss_start_mib"] - 1
     return f"""{BEGIN}
