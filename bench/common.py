@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,19 @@ def table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
+
+
+def command_line(tool: str, argv: list[str] | None) -> str:
+    """How the benchmark was run, for its docs section: `bench/TOOL` and its arguments."""
+    return " ".join([f"bench/{tool}", *map(shlex.quote, argv or sys.argv[1:])])
+
+
+def publish(section: str, name: str, docs: Path, begin: str, end: str, no_docs: bool) -> None:
+    """Print a benchmark's section and, unless `no_docs`, write it into `docs`."""
+    print(section)
+    if not no_docs:
+        write_section(docs, begin, end, section)
+        print(f"wrote the {name} section of {docs}")
 
 
 def write_section(path: Path, begin: str, end: str, section: str) -> None:

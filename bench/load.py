@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, bootstrap, machine, socialrec, table, write_section
+from common import DOCS, OUT, ROOT, bootstrap, command_line, machine, publish, socialrec, table
 
 sys.path.insert(0, str(ROOT))
 
@@ -755,14 +754,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {tool} not found; apt-get install -y wrk hey")
     OUT.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    command = "bench/load " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    section, ratios = build_section(results, command.strip())
+    section, ratios = build_section(results, command_line("load", argv))
     results["ratios"] = ratios
     args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(section)
-    if not args.no_docs:
-        write_section(args.docs, BEGIN, END, section)
-        print(f"wrote the load section of {args.docs}")
+    publish(section, "load", args.docs, BEGIN, END, args.no_docs)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import write_section  # noqa: E402
+from common import command_line, publish  # noqa: E402
 
 from app.config import DEFAULT_EVENT_WEIGHTS  # noqa: E402
 from app.offline.dataset import Dataset, load_dataset, load_test  # noqa: E402
@@ -246,13 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         timings["evaluate"] = time.perf_counter() - started
     als, timings["als"] = run_als(data, test)
     pop = run_popular(data, test)
-    command = "bench/quality " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    section = build_section(report, als, pop, timings, manifest, machine(), command.strip(),
-                            data_dir)
-    print(section)
-    if not args.no_docs:
-        write_section(args.docs, BEGIN, END, section)
-        print(f"wrote the quality section of {args.docs}")
+    section = build_section(report, als, pop, timings, manifest, machine(),
+                            command_line("quality", argv), data_dir)
+    publish(section, "quality", args.docs, BEGIN, END, args.no_docs)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, machine, socialrec, table, write_section
+from common import DOCS, OUT, ROOT, command_line, machine, publish, socialrec, table
 from load import (
     LOAD_CPU,
     SERVER_CPU,
@@ -416,15 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"real_items": len(real), "dim": real.shape[1], "queries": len(queries),
             "calibration": len(calibration),
             "seconds": time.perf_counter() - started}
-    command = "bench/scale " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    section = build_section(rows, e2e, e2e_sizes, defaults, meta, command.strip())
+    section = build_section(rows, e2e, e2e_sizes, defaults, meta, command_line("scale", argv))
     args.json.write_text(json.dumps({"rows": rows, "e2e": {str(k): v for k, v in e2e.items()},
                                      "defaults": defaults, "meta": meta}, indent=2,
                                     default=str) + "\n")
-    print(section)
-    if not args.no_docs:
-        write_section(args.docs, BEGIN, END, section)
-        print(f"wrote the scale section of {args.docs}")
+    publish(section, "scale", args.docs, BEGIN, END, args.no_docs)
     return 0
 
 

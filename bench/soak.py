@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, bootstrap, machine, table, write_section
+from common import DOCS, OUT, ROOT, bootstrap, command_line, machine, publish, table
 from load import (
     LOAD_CPU,
     SERVER_CPU,
@@ -236,12 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     res = run(args)
-    command = "bench/soak" + (" " + shlex.join(argv) if argv else "")
-    section = build_section(res, command)
-    print(section)
+    section = build_section(res, command_line("soak", argv))
     (OUT / "soak.json").write_text(json.dumps(res, indent=2))
-    if not args.no_docs:
-        write_section(DOCS, BEGIN, END, section)
+    publish(section, "soak", DOCS, BEGIN, END, args.no_docs)
     errors = sum(w["errors"] for w in res["windows"])
     return 0 if errors == 0 and res["rss_end_mib"] < 1.1 * res["rss_start_mib"] else 1
 

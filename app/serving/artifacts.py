@@ -86,10 +86,6 @@ class ItemCatalog:
                    titles=[r.get("title", "") for r in records],
                    categories=[r.get("category", "") for r in records])
 
-    def in_categories(self, categories: frozenset[str]) -> np.ndarray:
-        return np.fromiter((c in categories for c in self.categories), dtype=bool,
-                           count=len(self.categories))
-
     @cached_property
     def by_category(self) -> dict[str, np.ndarray]:
         """category → its item indices (ascending), built once on first use."""
@@ -99,7 +95,8 @@ class ItemCatalog:
         return {c: np.asarray(v, dtype=np.int64) for c, v in groups.items()}
 
     def indices_in(self, categories: frozenset[str]) -> np.ndarray:
-        """= np.flatnonzero(in_categories(categories)), without a pass over the catalogue."""
+        """Indices (ascending) of the items in any of `categories`, without a pass over the
+        catalogue."""
         parts = [self.by_category[c] for c in categories if c in self.by_category]
         if len(parts) == 1:
             return parts[0]

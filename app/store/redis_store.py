@@ -223,20 +223,6 @@ class RedisStore:
         ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=lambda fw: -fw[1])
         return hist, ties[: self._settings.max_friends], decode_state(vec, version)
 
-    async def friends_state(self, friend_ids: Sequence[str], version: str) -> tuple[
-            list[np.ndarray | None], list[list[tuple[str, float]]]]:
-        """Friends' cached vectors and recent histories in one round trip."""
-        if not friend_ids:
-            return [], []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for f in friend_ids:
-                pipe.get(self.keys.vector(f))
-                pipe.hgetall(self.keys.history(f))
-            replies = await pipe.execute()
-        vectors = [decode_vector(raw, version) for raw in replies[0::2]]
-        histories = [decode_history(h) for h in replies[1::2]]
-        return vectors, histories
-
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> list[CachedVector | None]:
         """Cached vector entries of several users (the current model's only) in one round trip:
@@ -284,13 +270,6 @@ class RedisStore:
                 for u in changed:
                     pipe.delete(self.keys.vector(u))
                 await pipe.execute()
-
-    async def save_vectors(self, vectors: dict[str, np.ndarray], version: str) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for user_id, vector in vectors.items():
-                pipe.set(self.keys.vector(user_id), encode_vector(vector, version),
-                         ex=VECTOR_TTL_S)
-            await pipe.execute()
 
     async def apply(self, events: Sequence[Event],
                     type_weights: Mapping[str, float]) -> list[bool]:

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.offline.dataset import read_interactions
 from app.store.bootstrap import load_into_redis
 from app.store.export import export_events
-from app.store.redis_store import Event, RedisStore, connect
+from app.store.redis_store import Event, RedisStore, VectorState, connect
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -65,21 +65,16 @@ async def test_follow_and_unfollow(store: RedisStore) -> None:
     assert (await store.user("u", "v1")).friends == [("b", 1.0)]
 
 
+NO_ITEMS, NO_WEIGHTS = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+
 async def test_vector_cache_is_tagged_by_model_version(store: RedisStore) -> None:
     vector = np.arange(4, dtype=np.float32)
-    await store.save_vectors({"u": vector}, "v1")
+    await store.save_states({"u": VectorState(vector, NO_ITEMS, NO_WEIGHTS, [])}, "v1")
     assert np.array_equal((await store.user("u", "v1")).vector, vector)
     assert (await store.user("u", "v2")).vector is None
     await store.apply([view(1)], W)
     assert (await store.user("u", "v1")).vector is None, "new behaviour invalidates the vector"
-
-
-async def test_friends_state_in_one_round_trip(store: RedisStore) -> None:
-    await store.apply([view(1, user="a"), view(2, user="b")], W)
-    await store.save_vectors({"a": np.ones(2, dtype=np.float32)}, "v1")
-    vectors, histories = await store.friends_state(["a", "b", "ghost"], "v1")
-    assert vectors[0] is not None and vectors[1] is None and vectors[2] is None
-    assert [[i for i, _ in h] for h in histories] == [["i1"], ["i2"], []]
 
 
 async def test_events_export_round_trips(store: RedisStore, store_settings: Settings,

@@ -77,7 +77,8 @@ async def test_entries_are_read_in_one_round_trip_and_invalidated_by_events(
     await store.apply([view(1, "a"), view(2, "b")], W)
     history = (await store.histories(["a"]))[0]
     await store.save_states({"a": VectorState(VECTOR, ITEMS, WEIGHTS, history)}, "m-1")
-    await store.save_vectors({"b": VECTOR}, "m-1")
+    # an entry in the plain layout, as an earlier version of the service wrote it
+    await store.client.set(store.keys.vector("b"), encode_vector(VECTOR, "m-1"))
     a, b, ghost = await store.cached_vectors(["a", "b", "ghost"], "m-1")
     assert a is not None and np.array_equal(a.items, ITEMS)
     assert b is not None and b.items is None
