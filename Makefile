@@ -29,9 +29,10 @@ test: $(STAMP_DEV)
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy
 
 demo-model: $(STAMP_DEV)
 	$(BIN)/python -m app.tools.build_demo $(DEMO)
 
 clean:
-	rm -rf .run .pytest_cache .ruff_cache
+	rm -rf .run .pytest_cache .ruff_cache .mypy_cache

@@ -219,14 +219,14 @@ def build_histories(rows: list[InteractionRow], users: IdMap, items: IdMap,
                     type_weights: Mapping[str, float]) -> list[list[tuple[int, float]]]:
     """Aggregate per (user, item): summed weight, ordered most recent first. Rows without a
     timestamp count as newer the later they appear in the file."""
-    acc: dict[int, dict[int, list[float]]] = {}
+    acc: dict[int, dict[int, tuple[float, tuple[float, int]]]] = {}
     for order, r in enumerate(rows):
         u, i = users.add(r.user_id), items.add(r.item_id)
         w = event_weight(r.event, r.value, type_weights)
         recency = (r.timestamp if r.timestamp is not None else -math.inf, order)
-        slot = acc.setdefault(u, {}).setdefault(i, [0.0, recency])
-        slot[0] += w
-        slot[1] = max(slot[1], recency)
+        per_item = acc.setdefault(u, {})
+        total, newest = per_item.get(i, (0.0, recency))
+        per_item[i] = (total + w, max(newest, recency))
     histories: list[list[tuple[int, float]]] = [[] for _ in range(len(users))]
     for u, per_item in acc.items():
         ordered = sorted(per_item.items(), key=lambda kv: kv[1][1], reverse=True)

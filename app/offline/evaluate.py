@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -91,11 +92,11 @@ def rank_users(recommender: Recommender, data: Dataset, test: dict[int, set[int]
 
 
 def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
-             ks: tuple[int, ...] = (10, 20), progress: bool = True) -> dict:
+             ks: tuple[int, ...] = (10, 20), progress: bool = True) -> dict[str, Any]:
     """The SPEC §3 report: full pipeline, ablations, history-length buckets, user count."""
     test = {u: items for u, items in test.items() if items}
     states = user_states(recommender, data, test)
-    report: dict = {"buckets": {}}
+    report: dict[str, Any] = {"buckets": {}}
     rankings: dict[str, list[UserRanking]] = {}
     for name, flags in tqdm(VARIANTS.items(), desc="evaluate", disable=not progress):
         rankings[name] = rank_users(recommender, data, test, max(ks), states=states, **flags)
@@ -122,7 +123,7 @@ def _changed_hits(pairs: list[tuple[UserRanking, UserRanking]], k: int) -> dict[
     return {"k": k, "more": sum(d > 0 for d in diff), "fewer": sum(d < 0 for d in diff)}
 
 
-def format_report(report: dict, ks: tuple[int, ...] = (10, 20)) -> str:
+def format_report(report: dict[str, Any], ks: tuple[int, ...] = (10, 20)) -> str:
     names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "hitrate", "coverage")]
     rows = [("variant", *names)]
     for name in VARIANTS:

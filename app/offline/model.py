@@ -22,6 +22,7 @@ inner product FAISS computes. Serving blends `[u, 1]` with friends' vectors (app
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,10 @@ def _gram(factors: torch.Tensor, regularization: float) -> torch.Tensor:
 
 class FoldInEncoder(nn.Module):
     """History (item ids, event weights; weight 0 = padding) → user vector `[u, 1]` (B, D+1)."""
+
+    factors: torch.Tensor  # buffers, declared for the type checker
+    gram: torch.Tensor
+    gram_inv: torch.Tensor
 
     def __init__(self, item_factors: np.ndarray | torch.Tensor, regularization: float,
                  alpha: float, weight_scale: float = 1.0, cg_steps: int = 12) -> None:
@@ -89,6 +94,9 @@ class SocialScorer(nn.Module):
 
     score(u, i) = (ũ + fw · Σ_f t_f ũ_f / Σ_f t_f) · [y_i, β·log1p(n_i)]     with ũ = [u, 1]
     """
+
+    factors: torch.Tensor  # buffers, declared for the type checker
+    log_counts: torch.Tensor
 
     def __init__(self, item_factors: np.ndarray | torch.Tensor, item_counts: np.ndarray,
                  friend_weight: float = 0.0, bias_strength: float = 0.0,
@@ -145,7 +153,9 @@ class SocialScorer(nn.Module):
 
 def fit_als(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
             n_items: int, dim: int, regularization: float, alpha: float, iterations: int,
-            seed: int, cg_steps: int = 3, callback=None) -> tuple[torch.Tensor, torch.Tensor]:
+            seed: int, cg_steps: int = 3,
+            callback: Callable[[int, torch.Tensor, torch.Tensor], bool] | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted ALS for implicit feedback (confidence 1 + α·value on observed pairs), each half
     step a few warm-started preconditioned CG steps. `callback(iteration, user_factors,
     item_factors)` may return True to stop. Deterministic for a given seed."""

@@ -23,6 +23,7 @@ decides an order, so the same seed writes byte-identical files.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -366,7 +367,7 @@ def _events(rng: np.random.Generator, eng: _Engagements) -> list[tuple[str, str,
 # ---------------------------------------------------------------- output
 
 
-def _write_csv(path: Path, header: tuple[str, ...], rows: list) -> None:
+def _write_csv(path: Path, header: tuple[str, ...], rows: Iterable[Sequence[object]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)

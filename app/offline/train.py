@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,9 +205,9 @@ class _Validator:
 
 
 def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users: int,
-                         n_items: int, scale: float, cfg: TrainConfig, bar: tqdm) -> _Fitted:
+                         n_items: int, scale: float, cfg: TrainConfig, bar: tqdm[Any]) -> _Fitted:
     users, items, values = _pairs(kept, scale)
-    best: dict = {"ndcg": -1.0, "factors": None, "it": 0, "scores": {}}
+    best: dict[str, Any] = {"ndcg": -1.0, "factors": None, "it": 0, "scores": {}}
     stale = [0]
 
     def callback(it: int, _user_f: torch.Tensor, item_f: torch.Tensor) -> bool:
@@ -232,7 +233,7 @@ def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users:
 
 def _learn_scorer(scorer: SocialScorer, own: torch.Tensor, friend_mean: torch.Tensor,
                   has: torch.Tensor, kept: Histories, held: dict[int, set[int]],
-                  users: list[int], cfg: TrainConfig, bar: tqdm) -> None:
+                  users: list[int], cfg: TrainConfig, bar: tqdm[Any]) -> None:
     """Fit friend_weight, bias strength and temperature on the held-out items: Adam on the
     softmax cross-entropy of the served scores over each user's top-`candidates` items (what
     retrieval hands to the rerank), seen items excluded. A full-catalogue softmax was measured
@@ -276,7 +277,7 @@ def _learn_scorer(scorer: SocialScorer, own: torch.Tensor, friend_mean: torch.Te
 
 
 def _rerank_grid(folder: Path, data: Dataset, held: dict[int, set[int]], cfg: TrainConfig,
-                 bar: tqdm) -> tuple[RerankParams, dict[str, float]]:
+                 bar: tqdm[Any]) -> tuple[RerankParams, dict[str, float]]:
     """Grid search of the rerank weights through the real Recommender on the validation
     model; returns the chosen params and the validation metrics of full/no_social/no_rerank."""
     artifacts = ModelArtifacts.load(folder)

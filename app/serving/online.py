@@ -82,7 +82,7 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
     or parsed while their entry lives); the others' histories are read in one round trip,
     encoded together and cached with their history."""
     cached = await store.cached_vectors(ids, rec.version)
-    vectors: list[np.ndarray | None] = [None] * len(ids)
+    vectors: dict[int, np.ndarray] = {}
     known: list[History] = [EMPTY_HISTORY] * len(ids)
     stale = []
     for n, entry in enumerate(cached):

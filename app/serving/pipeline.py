@@ -153,7 +153,7 @@ class Recommender:
             # Σ ties of the friends who engaged, added in friend order in float32 (ufunc.at is
             # sequential): the same numbers as summing friend by friend.
             social = np.zeros(len(ids), dtype=np.float32)
-            if len(cand):
+            if friends is not None and len(cand):
                 np.add.at(social, cand, friends.ties[pos])
             scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, m.rerank,
                             item_norms=self.item_norms[ids])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import cast
 
 from tqdm import tqdm
 
@@ -35,7 +36,8 @@ def export_events(out_csv: Path, redis_url: str | None = None,
         interactions.writerow(INTERACTION_HEADER)
         social.writerow(SOCIAL_HEADER)
         last = "-"
-        while entries := client.xrange(stream, min=last, max="+", count=PAGE):
+        while entries := cast("list[tuple[bytes, dict[bytes, bytes]]]",
+                              client.xrange(stream, min=last, max="+", count=PAGE)):
             for _, fields in entries:
                 f = {k.decode(): v.decode() for k, v in fields.items()}
                 if f["type"] in SOCIAL_TYPES:

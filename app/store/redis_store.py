@@ -8,7 +8,7 @@ import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -326,7 +326,8 @@ class RedisStore:
             return await pipe.execute(raise_on_error=raise_on_error)
 
     async def popular(self, n: int) -> list[str]:
-        return [_s(i) for i in await self.client.zrevrange(self.keys.popularity, 0, n - 1)]
+        members = await self.client.zrevrange(self.keys.popularity, 0, n - 1)
+        return [_s(i) for i in cast("list[bytes]", members)]
 
 
 def _s(value: bytes | str) -> str:

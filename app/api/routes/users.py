@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 
 from app.api.deps import RecommenderDep, StoreDep
-from app.api.schemas import ID_PATTERN, Friend, HistoryEntry, Problem, UserView
+from app.api.schemas import Friend, HistoryEntry, Problem, UserView
+from app.events import ID_PATTERN
 from app.serving.online import STORE_ERRORS
 
 router = APIRouter(tags=["users"])
