@@ -79,6 +79,13 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
+    from app.config import Settings
+    from app.serving.artifacts import read_manifest
+
+    # Bad settings or a wrong artifact path fail here in one line, not as a traceback in every
+    # worker that uvicorn starts.
+    read_manifest(Settings().artifacts)
+
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="info", access_log=False)
     return 0
@@ -97,6 +104,15 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, dest=f.name, type=kind, default=None,
                                 help=f"default {f.default}")
+
+
+def _redis_url(value: str) -> str:
+    from app.config import check_redis_url
+
+    try:
+        return check_redis_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
@@ -126,7 +142,7 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     p["evaluate"].add_argument("--k", default="10,20", help="comma-separated cut-offs")
     p["evaluate"].add_argument("--json", help="also write the report as JSON here")
     for name in ("load", "events-export"):
-        p[name].add_argument("--redis-url", default=None,
+        p[name].add_argument("--redis-url", default=None, type=_redis_url,
                              help="default: SOCIALREC_REDIS_URL or redis://127.0.0.1:6379/0")
     p["load"].add_argument("artifact_dir")
     p["load"].add_argument("data_dir")
@@ -141,17 +157,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Training flags need the training extra; every other command works without PyTorch.
+    # faiss announces at INFO which build it loaded: noise in front of a command's output.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     args = build_parser(with_train_flags=bool(argv) and argv[0] == "train").parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
     except Exception as exc:  # a clear one-line error for operators instead of a traceback
-        from app.offline.dataset import DataError
-        from app.serving.artifacts import ArtifactError
+        message = ordinary_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return code
 
-        if isinstance(exc, DataError | ArtifactError | ConnectionError | FileNotFoundError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+def ordinary_error(exc: Exception) -> str | None:
+    """One line for an error an operator can fix (bad data, settings or artifacts, an
+    unreachable Redis, a missing or unwritable file); None for a bug, which keeps its
+    traceback."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+    from redis.exceptions import RedisError
+
+    from app.offline.dataset import DataError
+    from app.serving.artifacts import ArtifactError
+
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        return "; ".join(_setting_problem(e["loc"], e["msg"]) for e in exc.errors())
+    if isinstance(exc, SettingsError):
+        return f"invalid settings: {exc}"
+    if isinstance(exc, RedisError):  # not a subclass of the builtin ConnectionError
+        return f"Redis: {exc}"
+    if isinstance(exc, DataError | ArtifactError | OSError):
+        return str(exc)
+    return None
+
+
+def _setting_problem(loc: tuple[int | str, ...], msg: str) -> str:
+    variable = "SOCIALREC_" + str(loc[0]).upper() if loc else "settings"
+    return f"{variable}: {msg.removeprefix('Value error, ')}"
 
 
 if __name__ == "__main__":

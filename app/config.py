@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         None, description="JSON object type → weight; default: the weights the model was "
         "trained with. Types outside it are rejected with 422")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        return check_redis_url(url)
+
     @field_validator("admin_token")
     @classmethod
     def _refuse_placeholder(cls, token: str | None) -> str | None:
@@ -49,12 +54,15 @@ class Settings(BaseSettings):
             return None
         if not token.strip() or token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < 16:
             raise ValueError(
-                "SOCIALREC_ADMIN_TOKEN is a placeholder or shorter than 16 characters; "
-                "set a real secret or leave it unset to disable admin routes"
+                "a placeholder or shorter than 16 characters; set a real secret (e.g. "
+                "`openssl rand -hex 24`) or leave it unset to disable admin routes"
             )
         return token
 
 
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
+def check_redis_url(url: str) -> str:
+    """redis-py accepts these schemes only; anything else fails at the first command."""
+    if not url.startswith(REDIS_SCHEMES):
+        raise ValueError(f"{url!r} is not a Redis URL; expected one starting with "
+                         + ", ".join(REDIS_SCHEMES))
+    return url
