@@ -152,10 +152,6 @@ class LocalRedisCluster:
     def url(self) -> str:
         return self.nodes[0].url
 
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
     def start(self, timeout: float = 30.0) -> LocalRedisCluster:
         """A fresh, empty cluster: the node folders (`nodeN` under data_dir) are wiped."""
         try:
