@@ -197,7 +197,8 @@ def ordinary_error(exc: Exception) -> str | None:
 
 def _setting_problem(loc: tuple[int | str, ...], msg: str) -> str:
     variable = "SOCIALREC_" + str(loc[0]).upper() if loc else "settings"
-    return f"{variable}: {msg.removeprefix('Value error, ')}"
+    msg = msg.removeprefix("Value error, ")
+    return msg if msg.startswith(variable) else f"{variable}: {msg}"
 
 
 if __name__ == "__main__":

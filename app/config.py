@@ -54,7 +54,8 @@ class Settings(BaseSettings):
             return None
         if not token.strip() or token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < 16:
             raise ValueError(
-                "a placeholder or shorter than 16 characters; set a real secret (e.g. "
+                "SOCIALREC_ADMIN_TOKEN is a placeholder or shorter than 16 characters; set a "
+                "real secret (e.g. "
                 "`openssl rand -hex 24`) or leave it unset to disable admin routes"
             )
         return token
