@@ -98,7 +98,6 @@ def test_manifest_records_training(trained, split: Path) -> None:
     for key in ("val_recall@20", "val_ndcg@20", "val_no_social_recall@20", "friend_weight",
                 "train_seconds"):
         assert key in manifest.metrics
-    assert manifest.metrics["train_seconds"] < 60
     assert manifest.model["architecture"] == "als-foldin"
     assert manifest.metrics["val_users"] > 0
 
