@@ -1,4 +1,4 @@
-"""`socialrec` command line (SPEC §3). Heavy modules are imported inside each command so that
+"""`socialrec` command line (docs/CLI.md). Heavy modules are imported inside each command so that
 `socialrec serve` never imports PyTorch and `--help` stays instant."""
 
 from __future__ import annotations

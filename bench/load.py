@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serving load benchmark: `socialrec serve` under wrk and an open-loop generator.
 
-    bench/load [--data ../shared/datasets/lastfm] [--duration 10] [--rounds 2] [--no-docs]
+    bench/load [--data data/lastfm] [--duration 10] [--rounds 2] [--no-docs]
 
 1. trains artifacts on DATA with `socialrec train` (cached in bench/out/load-model, reused
    while the dataset's fingerprint matches; `--retrain` forces);
@@ -734,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--open-loop-worker"]:
         return _open_loop_worker(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "lastfm")
     parser.add_argument("--artifacts", type=Path, default=OUT / "load-model",
                         help="cached artifacts (retrained when the dataset changes)")
     parser.add_argument("--retrain", action="store_true")

@@ -2,7 +2,7 @@
 """Ranking quality on a fixed train/test split: socialrec (through the serving pipeline) vs
 implicit ALS and most-popular, scored by the same metric code over the same test users.
 
-    bench/quality [--data ../shared/datasets/lastfm-split] [--artifacts DIR] [--no-docs]
+    bench/quality [--data data/lastfm-split] [--artifacts DIR] [--no-docs]
 
 Trains socialrec's model with its default (validation-tuned) config on train.csv, evaluates it
 with app.offline.evaluate.evaluate (ONNX encoder → blend → FAISS → rerank, train items
@@ -167,8 +167,8 @@ def build_section(report: dict, als: dict[str, float], pop: dict[str, float], ti
         "## Ranking quality",
         "",
         f"Dataset `{data_dir.name}` (train.csv → model, test.csv → scores only), "
-        f"{report['users']} test users; SPEC §3 metrics over all items with the user's train "
-        "items excluded. socialrec is ranked through the serving pipeline "
+        f"{report['users']} test users; metrics of docs/CLI.md over all items with the user's "
+        "train items excluded. socialrec is ranked through the serving pipeline "
         "(`app.offline.evaluate.evaluate`: ONNX encoder → social blend → FAISS → rerank); ALS "
         "and most-popular are ranked in the same run and scored by the same "
         "`app.offline.evaluate.metrics_at`.",
@@ -217,7 +217,7 @@ def build_section(report: dict, als: dict[str, float], pop: dict[str, float], ti
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm-split")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "lastfm-split")
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="where to write socialrec's artifacts (default: a temp folder)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs/BENCHMARKS.md")

@@ -349,7 +349,7 @@ def build_section(rows: list[dict[str, Any]], e2e: dict[Any, Any], e2e_sizes: li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "lastfm")
     parser.add_argument("--artifacts", type=Path, default=OUT / "load-model")
     parser.add_argument("--sizes", default="20000,200000,1000000")
     parser.add_argument("--kinds", default="flat,pqfs,ivf,hnsw")

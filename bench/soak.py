@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak benchmark: mixed /recommend + /events load at ~70 % of measured capacity for 10 minutes.
 
-    bench/soak [--data ../shared/datasets/lastfm] [--minutes 10] [--load 0.7] [--no-docs]
+    bench/soak [--data data/lastfm] [--minutes 10] [--load 0.7] [--no-docs]
 
 1. reuses (or trains) the lastfm artifacts of bench/load (bench/out/load-model);
 2. starts its own redis-server with the append-only file on and `appendfsync always` (as in
@@ -227,7 +227,7 @@ Command: `{command}`
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/lastfm")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "lastfm")
     parser.add_argument("--artifacts", type=Path, default=OUT / "load-model")
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--load", type=float, default=0.7)

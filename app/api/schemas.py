@@ -1,4 +1,4 @@
-"""Request and response models: the SPEC §4 contract, validated at the edge."""
+"""Request and response models: the contract of docs/API.md, validated at the edge."""
 
 from __future__ import annotations
 

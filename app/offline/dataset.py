@@ -1,4 +1,4 @@
-"""Read a dataset folder in the SPEC §2 layout into dense-indexed arrays.
+"""Read a dataset folder in the docs/DATA.md layout into dense-indexed arrays.
 
 Bad rows are reported with file and line; a few are skipped with a warning, a file that is
 mostly bad (or has the wrong header) is rejected, never half-loaded silently.

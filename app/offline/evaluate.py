@@ -1,4 +1,4 @@
-"""Offline evaluation through the serving pipeline (SPEC §3 metric definitions).
+"""Offline evaluation through the serving pipeline (metrics as defined in docs/CLI.md).
 
 Every test user is ranked by `Recommender.recommend` — the code the HTTP service runs — with the
 user's whole train set excluded; ablations switch the social stages or the rerank off.
@@ -93,7 +93,7 @@ def rank_users(recommender: Recommender, data: Dataset, test: dict[int, set[int]
 
 def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
              ks: tuple[int, ...] = (10, 20), progress: bool = True) -> dict[str, Any]:
-    """The SPEC §3 report: full pipeline, ablations, history-length buckets, user count."""
+    """The report of docs/CLI.md: full pipeline, ablations, history-length buckets, user count."""
     test = {u: items for u, items in test.items() if items}
     states = user_states(recommender, data, test)
     report: dict[str, Any] = {"buckets": {}}

@@ -1,4 +1,5 @@
-"""Write an artifact folder (SPEC §5) atomically: build in a sibling temp folder, then rename.
+"""Write an artifact folder (docs/ARTIFACTS.md) atomically: build in a sibling temp folder,
+then rename.
 
 The ONNX encoder is written by a callback (the trainer owns PyTorch); everything else — FAISS
 index, item map, popularity, manifest — is written here.

@@ -1,4 +1,4 @@
-"""Synthetic e-commerce dataset in the SPEC §2 layout, with a *planted* social effect.
+"""Synthetic e-commerce dataset in the docs/DATA.md layout, with a *planted* social effect.
 
 Why synthetic data at all: tests, demos and benchmarks need a dataset that exists on every machine,
 is small enough to train on in seconds and has a known structure, so that "the social blend helps"

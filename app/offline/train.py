@@ -1,5 +1,5 @@
 """`socialrec train`: fit the model on a dataset folder, pick everything on a validation split
-carved out of the training data, refit on all of it and export the artifacts (SPEC §5).
+carved out of the training data, refit on all of it and export the artifacts (docs/ARTIFACTS.md).
 
 Steps (test.csv is never read):
 
@@ -169,7 +169,7 @@ def _targets(held: dict[int, set[int]], users: list[int], n_items: int) -> torch
 
 def _ranking_metrics(scores: torch.Tensor, seen: torch.Tensor, held: list[set[int]],
                      k: int = 20) -> dict[str, float]:
-    """SPEC §3 Recall@k / NDCG@k of a dense score block (seen items excluded)."""
+    """Recall@k / NDCG@k (docs/CLI.md) of a dense score block (seen items excluded)."""
     top = scores.masked_fill(seen, float("-inf")).topk(min(k, scores.shape[1]), dim=1).indices
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall = ndcg = 0.0

@@ -1,4 +1,5 @@
-"""The model artifact folder (SPEC §5): manifest, ONNX encoder, FAISS index, item map, popularity.
+"""The model artifact folder (docs/ARTIFACTS.md): manifest, ONNX encoder, FAISS index, item map,
+popularity.
 
 `ModelArtifacts.load(folder)` is the only place that reads the folder; it validates everything
 before anything is swapped in, so a broken folder is refused with a message, never half-used.

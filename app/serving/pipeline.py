@@ -1,4 +1,4 @@
-"""The recommendation pipeline: encode → blend → retrieve → rerank → filter → popular fill.
+"""The recommendation pipeline: encode → blend → retrieve → filter → rerank → popular fill.
 
 `Recommender` is the single implementation used by the HTTP service and by `socialrec evaluate`.
 It knows nothing about Redis: callers hand it a `UserState` they assembled.

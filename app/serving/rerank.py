@@ -1,4 +1,4 @@
-"""Rerank stage: retrieval score + the SPEC match function + social proof."""
+"""Rerank stage: retrieval score + the match function + social proof (docs/ARTIFACTS.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from app.serving.artifacts import RerankParams
 
 def match(user: np.ndarray, items: np.ndarray,
           item_norms: np.ndarray | None = None) -> np.ndarray:
-    """SPEC match function cos(x_i, x_u) / (1 + ||x_i − x_u||) for one user (D,) vs items (n, D);
+    """The match function cos(x_i, x_u) / (1 + ||x_i − x_u||) for one user (D,) vs items (n, D);
     `item_norms` (n,) are the items' norms when the caller has them precomputed."""
     if item_norms is None:
         item_norms = np.linalg.norm(items, axis=1)

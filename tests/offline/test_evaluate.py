@@ -1,4 +1,5 @@
-"""The SPEC §3 metrics on hand-computed cases, and the bucket report's per-user comparison."""
+"""The metrics of docs/CLI.md on hand-computed cases, and the bucket report's per-user
+comparison."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The synthetic dataset: deterministic, in the SPEC §2 layout, and with the social structure it
-promises (homophily plus behaviour that only friends explain)."""
+"""The synthetic dataset: deterministic, in the docs/DATA.md layout, and with the social structure
+it promises (homophily plus behaviour that only friends explain)."""
 
 from __future__ import annotations
 
