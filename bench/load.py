@@ -31,30 +31,43 @@ import gc
 import json
 import os
 import random
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, bootstrap, command_line, machine, publish, socialrec, table
-
-sys.path.insert(0, str(ROOT))
+from bench.common import (
+    DOCS,
+    LOAD_CPU,
+    LUA_COMMON,
+    OUT,
+    ROOT,
+    SERVER_CPU,
+    Server,
+    bootstrap,
+    busy_note,
+    checked,
+    command_line,
+    cpus_available,
+    ensure_artifacts,
+    log,
+    lua_strings,
+    machine,
+    open_loop_requests,
+    pin,
+    publish,
+    recommend_lua,
+    table,
+    wrk,
+)
 
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
-SERVER_CPU, LOAD_CPU = 0, 1
 EVENT_BATCHES = (1, 10, 100)
-IDLE_REUSE_S = 3.0  # uvicorn closes keep-alive connections idle for 5 s
 TARGETS = {"recommend_vs_healthz": 0.30, "p99_ms": 10.0, "two_workers": 1.7,
            "events_vs_raw": 0.5}
 # Measured with this command before the performance work (see the section's text).
@@ -88,135 +101,12 @@ queueing behind ~1.8 ms requests on one core: meeting 10 ms would need about hal
 per-request cost. POST /events in batches of 100: ~38 µs of CPU per event, most of it
 redis-py packing the 200 EVALSHA commands — the raw baseline pays the same packing."""
 
-# ----------------------------------------------------------------------------- helpers
-
-def log(msg: str) -> None:
-    print(f"[load {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# The CPUs this benchmark may use, as it found them: it narrows its own affinity later (to run
-# generators beside Redis), and pinning the server must not be checked against that.
-_CPUS = frozenset(os.sched_getaffinity(0))
-
-
-def cpus_available() -> set[int]:
-    return set(_CPUS)
-
-
-def pin(cpus: set[int] | None) -> list[str]:
-    """A taskset prefix, or nothing when pinning is not possible here."""
-    if cpus is None or not shutil.which("taskset") or not cpus <= cpus_available():
-        return []
-    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
-def ensure_artifacts(data_dir: Path, out: Path, retrain: bool) -> Path:
-    from app.offline.dataset import interactions_file
-    from app.offline.export import fingerprint
-    from app.serving.artifacts import ArtifactError, read_manifest
-
-    read = [interactions_file(data_dir)] + [data_dir / n for n in ("social.csv", "items.csv")
-                                            if (data_dir / n).is_file()]
-    wanted = fingerprint(read)
-    if not retrain:
-        try:
-            if read_manifest(out).training_data_fingerprint == wanted:
-                log(f"reusing artifacts {out} (same dataset fingerprint)")
-                return out
-        except ArtifactError:
-            pass
-    log(f"training on {data_dir} → {out} (socialrec train)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    subprocess.run([*socialrec(), "train", str(data_dir), "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL, timeout=1800)
-    log(f"trained in {time.perf_counter() - started:.0f} s")
-    return out
-
-
-class Server:
-    """`socialrec serve` in its own process group; stop() ends exactly that group."""
-
-    def __init__(self, port: int, workers: int, env: dict[str, str], cpus: set[int] | None,
-                 logfile: Path) -> None:
-        self.port, self.workers, self.cpus = port, workers, cpus
-        self.cmd = [*pin(cpus), *socialrec(), "serve", "--host", "127.0.0.1", "--port",
-                    str(port), "--workers", str(workers)]
-        self.log = logfile.open("ab")
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=self.log,
-                                     start_new_session=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"socialrec serve exited with {self.proc.returncode}")
-            # every worker must be up: a few more /readyz in a row
-            if all(http_get(self.base + "/readyz", 1.0)[0] == 200 for _ in range(20)):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("socialrec serve did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
 # ----------------------------------------------------------------------------- wrk
-
-def _lua_strings(values: list[str]) -> str:
-    return "{" + ",".join(json.dumps(v) for v in values) + "}"
-
-
-LUA_COMMON = """
-local next_id = 1
-function setup(thread)
-  thread:set("tid", next_id)
-  next_id = next_id + 1
-end
-function init(args)
-  math.randomseed(os.time() * 1000 + tid * 7919)
-  math.random(); math.random()
-end
-"""
-
-
-def recommend_lua(users: list[str], explain_share: float) -> str:
-    return f"""
-local users = {_lua_strings(users)}
-{LUA_COMMON}
-request = function()
-  local path = "/recommend/" .. users[math.random(#users)] .. "?k=20"
-  if math.random() < {explain_share} then path = path .. "&explain=true" end
-  return wrk.format("GET", path)
-end
-"""
-
 
 def events_lua(users: list[str], items: list[str], batch: int, tag: str) -> str:
     return f"""
-local users = {_lua_strings(users)}
-local items = {_lua_strings(items)}
+local users = {lua_strings(users)}
+local items = {lua_strings(items)}
 local counter = 0
 {LUA_COMMON}
 request = function()
@@ -233,78 +123,6 @@ end
 """
 
 
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not m:
-        raise ValueError(f"unparsable wrk duration {text!r}")
-    return float(m.group(1)) * _UNIT[m.group(2)]
-
-
-def wrk(url: str, seconds: float, connections: int, threads: int, cpus: set[int] | None,
-        script: Path | None = None) -> dict[str, float]:
-    cmd = [*pin(cpus), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
-           "--latency", "--timeout", "5s"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    before = cpu_ticks()
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 60).stdout
-    busy = cpu_busy(before, cpu_ticks())
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
-    non2xx = int(bad.group(1)) if bad else 0
-    socket_errors = sum(map(int, sock.groups())) if sock else 0
-    errors = min(total, non2xx + socket_errors)
-    # "rps" counts successful answers only: a failed request is no throughput
-    return {"rps": rps * (1 - errors / max(total, 1)), "rps_all": rps, "requests": total,
-            "errors": errors, "non2xx": non2xx, "socket_errors": socket_errors,
-            "p50_ms": lat.get("50", float("nan")), "p99_ms": lat.get("99", float("nan")),
-            "cpu_busy": busy}
-
-
-def cpu_ticks() -> dict[int, tuple[int, int]]:
-    """Per CPU (busy, total) jiffies from /proc/stat (empty where it cannot be read)."""
-    out: dict[int, tuple[int, int]] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/stat").read_text().splitlines():
-            name, *fields = line.split()
-            if name.startswith("cpu") and name[3:].isdigit():
-                ticks = [int(f) for f in fields[:8]]
-                idle = ticks[3] + ticks[4]  # idle + iowait
-                out[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
-    return out
-
-
-def cpu_busy(before: dict[int, tuple[int, int]],
-             after: dict[int, tuple[int, int]]) -> dict[int, float]:
-    """Share of time each CPU was busy between two `cpu_ticks` readings (whole machine:
-    whatever else runs on it counts too)."""
-    return {c: (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])
-            for c in sorted(after) if c in before}
-
-
-def busy_note(runs: list[dict[str, Any]]) -> str:
-    cpus = sorted({c for r in runs for c in r.get("cpu_busy", {})})
-    if not cpus:
-        return ""
-    shares = [f"CPU {c} {np.median([r['cpu_busy'][c] for r in runs]):.0%}" for c in cpus]
-    return "; busy " + ", ".join(shares)
-
-
-def checked(result: dict[str, float], what: str) -> dict[str, float]:
-    """Failed requests are reported (and left out of the throughput), never hidden."""
-    if result["errors"]:
-        log(f"WARNING {what}: {result['errors']} of {result['requests']} requests failed "
-            f"({result['non2xx']} non-2xx, {result['socket_errors']} socket errors)")
-    return result
-
-
 def errors_note(runs: list[dict[str, float]]) -> str:
     failed = sum(int(r["errors"]) for r in runs)
     return f"; **{failed} failed requests** (not counted)" if failed else ""
@@ -312,119 +130,17 @@ def errors_note(runs: list[dict[str, float]]) -> str:
 
 # ----------------------------------------------------------------------------- open loop
 
-async def _open_loop(host: str, port: int, paths: list[bytes], rate: float, seconds: float,
-                     seed: int, max_connections: int = 512,
-                     ordered: bool = False) -> dict[str, Any]:
-    """Poisson arrivals at `rate`/s for `seconds`, whatever the server does (open loop): a
-    request that finds no idle connection waits for one (or opens one), and that wait counts.
-    Latency runs from the moment the generator dispatched the request (timer granularity of
-    the generator itself excluded; its lag behind the schedule is reported).
-
-    `paths` are GET paths (b"/recommend/…") or whole raw HTTP/1.1 requests (b"POST …"),
-    picked at random, or in order (cycling) with `ordered`. Any 2xx answer is a success."""
-    loop = asyncio.get_running_loop()
-    clock = time.perf_counter  # loop.time() has millisecond resolution under uvloop
-    rng = random.Random(seed)
-    idle: list[tuple[float, tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = []
-    waiters: deque[asyncio.Future] = deque()
-    opened = 0
-    latencies: list[float] = []
-    lags: list[float] = []
-    errors = 0
-    error_kinds: dict[str, int] = {}
-
-    async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        nonlocal opened
-        while idle:
-            used, conn = idle.pop()
-            if clock() - used < IDLE_REUSE_S:
-                return conn
-            opened -= 1  # the server may have closed it (keep-alive timeout): not reused
-            conn[1].close()
-        if opened < max_connections:
-            opened += 1
-            try:
-                return await asyncio.open_connection(host, port)
-            except BaseException:
-                opened -= 1
-                raise
-        fut: asyncio.Future = loop.create_future()
-        waiters.append(fut)
-        return await fut
-
-    def release(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return
-        idle.append((clock(), conn))
-
-    async def one(path: bytes, t0: float) -> None:
-        nonlocal errors, opened
-        conn = None
-        try:
-            conn = await connection()
-            reader, writer = conn
-            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-                         if path.startswith(b"/") else path)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
-            await reader.readexactly(length)
-            latencies.append(clock() - t0)
-            if head[9:10] != b"2":
-                errors += 1
-                kind = "HTTP " + head[9:12].decode(errors="replace")
-                error_kinds[kind] = error_kinds.get(kind, 0) + 1
-            release(conn)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                AttributeError) as exc:
-            errors += 1
-            error_kinds[type(exc).__name__] = error_kinds.get(type(exc).__name__, 0) + 1
-            if conn is not None:
-                opened -= 1
-                conn[1].close()
-
-    tasks = set()
-    start = clock() + 0.05
-    due = start
-    end = start + seconds
-    while due < end:
-        now = clock()
-        while due <= now and due < end:
-            lags.append(now - due)
-            pick = len(lags) - 1 if ordered else rng.randrange(len(paths))
-            task = asyncio.ensure_future(one(paths[pick % len(paths)], now))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            due += rng.expovariate(rate)
-        await asyncio.sleep(max(0.0, due - clock()))
-    sent = len(lags)
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=10.0)
-        for task in pending:
-            task.cancel()
-        errors += len(pending)
-    for _, (_, writer) in idle:
-        writer.close()
-    lat = np.asarray(latencies) * 1e3
-    return {"rate": rate, "sent": sent, "achieved": sent / seconds, "errors": errors,
-            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "lag_p99_ms": float(np.percentile(np.asarray(lags) * 1e3, 99)),
-            "connections": opened, "error_kinds": error_kinds}
-
-
 def open_loop(base_port: int, paths: list[str], rate: float, seconds: float,
               cpus: set[int] | None = None) -> dict:
-    """`_open_loop` in a fresh interpreter (optionally pinned): this process's heap (the
+    """`open_loop_requests` in a fresh interpreter (optionally pinned): this process's heap (the
     dataset, earlier results) would otherwise make the generator's own GC pauses show up as
     server latency."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=OUT, delete=False) as fh:
         json.dump({"port": base_port, "paths": paths, "rate": rate, "seconds": seconds}, fh)
     try:
-        out = subprocess.run([*pin(cpus), sys.executable, __file__, "--open-loop-worker",
-                              fh.name], capture_output=True, text=True, check=True,
+        out = subprocess.run([*pin(cpus), sys.executable, "-m", "bench.load",
+                              "--open-loop-worker", fh.name], capture_output=True, text=True,
+                             check=True, cwd=ROOT,
                              timeout=seconds + 60).stdout
     finally:
         os.unlink(fh.name)
@@ -441,7 +157,7 @@ def _open_loop_worker(spec_file: str) -> int:
     gc.collect()
     gc.freeze()
     gc.disable()  # a bounded run: no collector pauses inside the measurement
-    res = asyncio.run(_open_loop("127.0.0.1", spec["port"], paths, spec["rate"],
+    res = asyncio.run(open_loop_requests("127.0.0.1", spec["port"], paths, spec["rate"],
                                  spec["seconds"], seed=7))
     print(json.dumps(res))
     return 0

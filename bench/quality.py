@@ -14,29 +14,20 @@ matrix, random_state 7) and most-popular in the same run, prints a table and wri
 from __future__ import annotations
 
 import argparse
-import contextlib
-import platform
-import subprocess
-import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import command_line, publish  # noqa: E402
-
-from app.config import DEFAULT_EVENT_WEIGHTS  # noqa: E402
-from app.offline.dataset import Dataset, load_dataset, load_test  # noqa: E402
-from app.offline.evaluate import BUCKETS, UserRanking, evaluate, metrics_at  # noqa: E402
+from app.config import DEFAULT_EVENT_WEIGHTS
+from app.offline.dataset import Dataset, load_dataset, load_test
+from app.offline.evaluate import BUCKETS, UserRanking, evaluate, metrics_at
+from bench.common import ROOT, command_line, machine, publish, table
 
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 KS = (10, 20)
+QUALITY_LIBS = ("torch", "numpy", "onnxruntime", "faiss-cpu", "implicit", "scipy")
 ALS_PARAMS = {"factors": 64, "regularization": 10.0, "alpha": 5.0, "iterations": 50,
               "random_state": 7}
 
@@ -104,41 +95,12 @@ def run_popular(data: Dataset, test: dict[int, set[int]]) -> dict[str, float]:
     return metrics_at(ranked, KS, data.n_items)
 
 
-def machine() -> dict[str, str]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        cores = "?"
-    libs = []
-    for name in ("torch", "numpy", "onnxruntime", "faiss-cpu", "implicit", "scipy"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            libs.append(f"{name} {metadata.version(name)}")
-    return {"cpu": cpu or platform.processor() or "?", "cores": cores.strip(),
-            "python": platform.python_version(), "libs": ", ".join(libs),
-            "os": platform.platform()}
-
-
 def fmt(v: float) -> str:
     return f"{v:.4f}"
 
 
-def table(rows: list[list[str]]) -> str:
-    head, *body = rows
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines)
-
-
 def build_section(report: dict, als: dict[str, float], pop: dict[str, float], timings: dict,
-                  manifest, info: dict[str, str], command: str, data_dir: Path) -> str:
+                  manifest, info: str, command: str, data_dir: Path) -> str:
     metric_names = [f"{m}@{k}" for k in KS for m in ("recall", "ndcg")]
     methods = [("socialrec full", report["full"]), ("socialrec no_social", report["no_social"]),
                ("socialrec no_rerank", report["no_rerank"]),
@@ -206,8 +168,7 @@ def build_section(report: dict, als: dict[str, float], pop: dict[str, float], ti
         f"{timings['als']:.1f} s; evaluation of the three pipeline variants "
         f"{timings['evaluate']:.1f} s.",
         "",
-        f"Machine: {info['cores']} cores (`nproc`), {info['cpu']}; {info['os']}; Python "
-        f"{info['python']}; {info['libs']}.",
+        f"Machine: {info}.",
         "",
         f"Command: `{command}`",
         END,
@@ -245,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         timings["evaluate"] = time.perf_counter() - started
     als, timings["als"] = run_als(data, test)
     pop = run_popular(data, test)
-    section = build_section(report, als, pop, timings, manifest, machine(),
+    section = build_section(report, als, pop, timings, manifest, machine(QUALITY_LIBS),
                             command_line("quality", argv), data_dir)
     publish(section, "quality", args.docs, BEGIN, END, args.no_docs)
     return 0

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,22 +38,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, command_line, machine, publish, socialrec, table
-from load import (
+from bench.common import (
+    DOCS,
     LOAD_CPU,
+    OUT,
+    ROOT,
     SERVER_CPU,
     Server,
     busy_note,
     checked,
+    command_line,
     cpus_available,
     ensure_artifacts,
     log,
+    machine,
+    publish,
     recommend_lua,
+    socialrec,
+    table,
     wrk,
 )
-
-sys.path.insert(0, str(ROOT))
 
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 K = 200

@@ -32,21 +32,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOCS, OUT, ROOT, bootstrap, command_line, machine, publish, table
-from load import (
+from bench.common import (
+    DOCS,
     LOAD_CPU,
+    OUT,
+    ROOT,
     SERVER_CPU,
     Server,
-    _open_loop,
+    bootstrap,
     checked,
+    command_line,
     cpus_available,
     ensure_artifacts,
     log,
+    machine,
+    open_loop_requests,
+    publish,
+    table,
     wrk,
 )
-
-sys.path.insert(0, str(ROOT))
 
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 EVENTS_SHARE, EVENTS_PER_POST, EXPLAIN_SHARE = 0.1, 5, 0.1
@@ -123,7 +127,7 @@ async def soak(port: int, reqs: list[bytes], rate: float, minutes: int, server_p
     for m in range(minutes):
         chunk = reqs[m * per_window:(m + 1) * per_window]
         cpu0 = cpu_seconds(server_pid), cpu_seconds(redis_pid), time.perf_counter()
-        res = await _open_loop("127.0.0.1", port, chunk, rate, 60.0, seed=m, ordered=True)
+        res = await open_loop_requests("127.0.0.1", port, chunk, rate, 60.0, seed=m, ordered=True)
         elapsed = time.perf_counter() - cpu0[2]
         res |= {"minute": m + 1,
                 "server_cpu_ms_per_request": 1e3 * (cpu_seconds(server_pid) - cpu0[0])

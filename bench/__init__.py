@@ -1,0 +1,1 @@
+"""Benchmarks: run each as `bench/NAME` (see docs/BENCHMARKS.md)."""
