@@ -308,6 +308,10 @@ async def _regenerate(readme: Path) -> bool:
     requests = [e.request for e in examples(text)]
     prefix, token = f"readme-{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     with some_redis() as url:
+        # The README shows the defaults, as `make run` serves them: no setting of the caller's
+        # shell may change an answer.
+        for name in [n for n in os.environ if n.startswith("SOCIALREC_")]:
+            del os.environ[name]
         try:
             async with demo_client(url, prefix, token) as client:
                 answers = await replay(client, requests, token)
