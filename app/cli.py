@@ -156,9 +156,9 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Training flags need the training extra; every other command works without PyTorch.
     # faiss announces at INFO which build it loaded: noise in front of a command's output.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    # Training flags need the training extra; every other command works without PyTorch.
     args = build_parser(with_train_flags=bool(argv) and argv[0] == "train").parse_args(argv)
     try:
         code: int = args.func(args)

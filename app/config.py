@@ -55,8 +55,8 @@ class Settings(BaseSettings):
         if not token.strip() or token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < 16:
             raise ValueError(
                 "SOCIALREC_ADMIN_TOKEN is a placeholder or shorter than 16 characters; set a "
-                "real secret (e.g. "
-                "`openssl rand -hex 24`) or leave it unset to disable admin routes"
+                "real secret (e.g. `openssl rand -hex 24`) or leave it unset to disable admin "
+                "routes"
             )
         return token
 
