@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length cap")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
+    ui: bool = Field(True, description="serve the inspector page at /ui (it uses only the public "
+                     "API); false = no /ui routes")
     event_weights: dict[str, float] | None = Field(
         None, description="JSON object type → weight; default: the weights the model was "
         "trained with. Types outside it are rejected with 422")

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from app import __version__
 from app.api.deps import AppState
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import admin, events, ops, recommend, users
+from app.api.routes import admin, events, ops, recommend, ui, users
 from app.config import Settings
 from app.metrics import Metrics
 from app.serving.holder import ModelHolder
@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
+    if settings.ui:
+        app.include_router(ui.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Starlette types a handler as taking any Exception; this one is registered for one class.

@@ -73,6 +73,8 @@ class HistoryEntry(BaseModel):
     item_id: str
     weight: float
     known_to_model: bool
+    title: str | None = None
+    category: str | None = None
 
 
 class Friend(BaseModel):

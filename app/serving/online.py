@@ -35,6 +35,7 @@ class Request:
     exclude_seen: bool = True
     exclude: tuple[str, ...] = ()
     categories: frozenset[str] = frozenset()
+    social: bool = True  # False: the pipeline's no-social ablation, for side-by-side comparison
 
 
 def known_history(rec: Recommender, history: Sequence[tuple[str, float]]) -> History:
@@ -54,7 +55,8 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
     except STORE_ERRORS as exc:
         log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
         return Served(rec.recommend(UserState(), query, popular=popular), rec.version, True)
-    return Served(rec.recommend(state, query, popular=popular), rec.version, False)
+    return Served(rec.recommend(state, query, social=req.social, popular=popular), rec.version,
+                  False)
 
 
 async def _user_state(rec: Recommender, store: RedisStore, user_id: str) -> UserState:

@@ -128,3 +128,19 @@ async def test_malformed_input_is_422_naming_the_field(client: httpx.AsyncClient
     response = await client.get(path)
     assert response.status_code == 422
     assert field in {str(part) for err in response.json()["detail"] for part in err["loc"]}
+
+
+async def test_social_false_ranks_as_if_the_user_had_no_friends(client: httpx.AsyncClient,
+                                                                synth_dir: Path) -> None:
+    user = user_with_history_and_friends(synth_dir)
+    with_friends = await get(client, user, k=20, explain=True)
+    own = await get(client, user, k=20, explain=True, social=False)
+    assert with_friends["strategy"] == "personal_social"
+    assert own["strategy"] == "personal"
+    assert ids(own) != ids(with_friends)
+    assert not any(r["kind"] == "friends_engaged" for i in own["items"] for r in i["reasons"])
+
+    events = [{"user_id": user, "type": "unfollow", "friend_id": f}
+              for f in data.friends(synth_dir)[user]]
+    assert (await client.post("/events", json={"events": events})).status_code == 202
+    assert await get(client, user, k=20, explain=True) == own

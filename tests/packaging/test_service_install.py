@@ -30,3 +30,9 @@ def test_service_installs_without_torch(tmp_path: Path) -> None:
     assert "torch" not in installed
     for package in ("fastapi", "onnxruntime", "faiss-cpu", "redis", "hiredis"):
         assert package in installed, package
+    # The inspector page's files are package data, not code: a wheel without them has no /ui.
+    script = ("from importlib.resources import files; "
+              "print(*sorted(p.name for p in (files('app.ui') / 'static').iterdir()))")
+    listed = subprocess.run([str(venv / "bin/python"), "-c", script],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == ["index.html", "inspector.css", "inspector.js"]

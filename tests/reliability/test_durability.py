@@ -19,7 +19,8 @@ import redis
 
 from app.store.keys import Keys
 from app.tools.local_redis import LocalRedis
-from tests.reliability.conftest import PREFIX, ServeProcess
+from tests.reliability.conftest import PREFIX
+from tests.support.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from app.config import Settings
 from app.main import create_app
 from app.tools.local_redis import LocalRedis, free_port
 from tests.conftest import ADMIN_TOKEN, app_client
-from tests.reliability.conftest import ServeProcess
+from tests.support.serve import ServeProcess
 
 GOOD = {"user_id": "u", "type": "view", "item_id": "p1"}
 LIMIT = Settings().max_body_bytes

@@ -41,10 +41,14 @@ async def recommend(
     category: Annotated[list[str], Query(max_length=100, default_factory=_no_values,
                                          description="keep only these categories")],
     explain: Annotated[bool, Query(description="add reasons to each item")] = False,
+    social: Annotated[bool, Query(description="false: rank from the user's own taste only, "
+                                  "without the friends' vectors and engagement (to compare "
+                                  "what the friends add)")] = True,
 ) -> Response:
     recommender = state.recommender()
     request = online.Request(user_id=user_id, k=k, exclude_seen=exclude_seen,
-                             exclude=tuple(exclude), categories=frozenset(category))
+                             exclude=tuple(exclude), categories=frozenset(category),
+                             social=social)
     popular = state.popular_for(recommender.version)
     served = await online.recommend(recommender, state.store, request, popular)
     rec = served.recommendation

@@ -1,0 +1,1 @@
+"""The inspector page's static files (`static/`), shipped as package data and served at /ui."""
