@@ -54,6 +54,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
                  "/metrics", "/admin/reload"):
         assert path in paths, path
     params = {p["name"] for p in paths["/recommend/{user_id}"]["get"]["parameters"]}
-    assert params == {"user_id", "k", "exclude_seen", "exclude", "category", "explain"}
+    assert params == {"user_id", "k", "exclude_seen", "exclude", "category", "explain",
+                      "social"}
     assert {"202", "422", "503"} <= set(paths["/events"]["post"]["responses"])
     assert "503" in paths["/readyz"]["get"]["responses"]
