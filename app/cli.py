@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -42,15 +43,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     from app.serving.pipeline import Recommender
 
     ks = tuple(int(k) for k in args.k.split(","))
+    reporter = _reporter(Path(args.report)) if args.report else None
     recommender = Recommender(ModelArtifacts.load(args.artifact_dir))
     weights = recommender.manifest.event_weights or DEFAULT_EVENT_WEIGHTS
     data = load_dataset(args.data_dir, weights)
     _check_same_catalog(recommender, data)
-    report = evaluate(recommender, data, load_test(args.data_dir, data), ks)
+    curve_ks = reporter.CURVE_KS if reporter else ()
+    report = evaluate(recommender, data, load_test(args.data_dir, data), ks, curve_ks=curve_ks)
     print(format_report(report, ks))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if reporter:
+        about = {"model": recommender.version, "artifacts": str(args.artifact_dir),
+                 "data": str(args.data_dir)}
+        print(f"report: {reporter.write_report(report, Path(args.report), ks, about)}")
     return 0
+
+
+def _reporter(out_dir: Path) -> ModuleType:
+    """The report module, checked before the (long) evaluation starts."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SystemExit(f"error: --report {out_dir} is a file, not a folder")
+    try:
+        from app.offline import report
+    except ImportError as exc:
+        raise SystemExit(f"error: --report needs matplotlib ({exc}); "
+                         "pip install 'socialrec[train]'") from None
+    return report
 
 
 def _check_same_catalog(recommender: Any, data: Any) -> None:
@@ -141,6 +160,9 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     p["evaluate"].add_argument("data_dir")
     p["evaluate"].add_argument("--k", default="10,20", help="comma-separated cut-offs")
     p["evaluate"].add_argument("--json", help="also write the report as JSON here")
+    p["evaluate"].add_argument("--report", metavar="DIR",
+                               help="also write DIR/report.html: the report with plots, "
+                                    "self-contained (needs matplotlib)")
     for name in ("load", "events-export"):
         p[name].add_argument("--redis-url", default=None, type=_redis_url,
                              help="default: SOCIALREC_REDIS_URL or redis://127.0.0.1:6379/0")

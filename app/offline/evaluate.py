@@ -25,6 +25,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "no_social": {"social": False, "rerank_stage": True},
     "no_rerank": {"social": True, "rerank_stage": False},
 }
+POPULAR_SHARE = 0.01  # "the most popular items" of the popularity-bias measure: the top 1 %
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,24 @@ def rank_users(recommender: Recommender, data: Dataset, test: dict[int, set[int]
 
 
 def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
-             ks: tuple[int, ...] = (10, 20), progress: bool = True) -> dict[str, Any]:
-    """The report of docs/CLI.md: full pipeline, ablations, history-length buckets, user count."""
+             ks: tuple[int, ...] = (10, 20), progress: bool = True,
+             curve_ks: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The report of docs/CLI.md: full pipeline, ablations, history-length buckets, user count,
+    and each variant's share of recommendations from the most popular items. With `curve_ks`,
+    `report["curves"]` holds every variant's metrics at those cut-offs too."""
     test = {u: items for u, items in test.items() if items}
     states = user_states(recommender, data, test)
     report: dict[str, Any] = {"buckets": {}}
     rankings: dict[str, list[UserRanking]] = {}
+    top = most_popular(recommender.artifacts.popularity)
     for name, flags in tqdm(VARIANTS.items(), desc="evaluate", disable=not progress):
-        rankings[name] = rank_users(recommender, data, test, max(ks), states=states, **flags)
+        rankings[name] = rank_users(recommender, data, test, max(ks + curve_ks), states=states,
+                                    **flags)
         report[name] = metrics_at(rankings[name], ks, data.n_items)
+        report[name] |= popular_share(rankings[name], top, ks)
+    if curve_ks:
+        report["curves"] = {name: metrics_at(rs, curve_ks, data.n_items)
+                            for name, rs in rankings.items()}
     for label, lo, hi in BUCKETS:
         def member(r: UserRanking, lo: float = lo, hi: float = hi) -> bool:
             return lo <= len(data.histories[r.user]) <= hi
@@ -113,6 +123,24 @@ def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
             "users": len(pairs), "social_changes_hits": _changed_hits(pairs, max(ks))}
     report["users"] = len(test)
     return report
+
+
+def most_popular(popularity: np.ndarray, share: float = POPULAR_SHARE) -> set[int]:
+    """The `share` most popular items (at least one) by the model's training popularity."""
+    n = max(1, math.ceil(share * len(popularity)))
+    return set(np.argsort(-popularity, kind="stable")[:n].tolist())
+
+
+def popular_share(rankings: Iterable[UserRanking], top: set[int],
+                  ks: Iterable[int]) -> dict[str, float]:
+    """Popularity bias: the share of all top-K slots taken by the `top` items, at each K."""
+    rankings = list(rankings)
+    out = {}
+    for k in ks:
+        slots = sum(len(r.ranked[:k]) for r in rankings)
+        hits = sum(i in top for r in rankings for i in r.ranked[:k])
+        out[f"popular_share@{k}"] = hits / slots if slots else 0.0
+    return out
 
 
 def _changed_hits(pairs: list[tuple[UserRanking, UserRanking]], k: int) -> dict[str, int]:

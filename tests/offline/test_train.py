@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from app.cli import main
 from app.config import DEFAULT_EVENT_WEIGHTS
 from app.offline.dataset import load_dataset, load_test
 from app.offline.evaluate import evaluate
@@ -20,6 +21,7 @@ from app.offline.synth import write_synthetic_dataset
 from app.offline.train import TrainConfig, carve_validation, train
 from app.serving.artifacts import ModelArtifacts
 from app.serving.pipeline import Recommender
+from tests.support.browser import chromium, images_loaded
 
 SMALL = TrainConfig(dim=32, iterations=12, patience=3, epochs=40,
                     match_weights="0,0.5", social_weights="0,0.03")
@@ -144,3 +146,27 @@ def test_carve_validation_keeps_at_least_one_item() -> None:
         assert not items & {i for i, _ in kept[u]}
     again = carve_validation(histories, 0.2, seed=0)
     assert again == (kept, held)
+
+
+@pytest.mark.slow
+def test_evaluate_report_is_one_file_whose_plots_render_offline(split: Path, trained,
+                                                                 tmp_path: Path) -> None:
+    _, out = trained
+    assert main(["evaluate", str(out), str(split), "--json", str(tmp_path / "report.json"),
+                 "--report", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["curves"]) == {"full", "no_social", "no_rerank"}
+    assert report["curves"]["full"]["recall@50"] >= report["full"]["recall@20"]
+    assert 0 < report["full"]["popular_share@20"] < 1
+    page = tmp_path / "report" / "report.html"
+    with chromium() as browser:
+        loaded, requested = images_loaded(browser, page)
+    assert len(loaded) == page.read_text().count("<img ") >= 3
+    assert all(loaded), loaded
+    assert [url for url in requested if not url.startswith("data:")] == [page.as_uri()]
+
+
+def test_evaluate_report_into_a_file_is_one_line_error(split: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        main(["evaluate", str(tmp_path), str(split), "--report", str(tmp_path / "taken")])

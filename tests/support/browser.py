@@ -26,3 +26,19 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def images_loaded(browser: Browser, page_file: Path) -> tuple[list[bool], list[str]]:
+    """Open a local HTML file with the network off: whether each <img> decoded, and every URL
+    the page asked for."""
+    context = browser.new_context(offline=True)
+    try:
+        page = context.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(page_file.resolve().as_uri())
+        loaded: list[bool] = page.eval_on_selector_all(
+            "img", "images => images.map(i => i.complete && i.naturalWidth > 0)")
+        return loaded, requested
+    finally:
+        context.close()
