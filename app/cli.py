@@ -63,12 +63,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _reporter(out_dir: Path) -> ModuleType:
     """The report module, checked before the (long) evaluation starts."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise SystemExit(f"error: --report {out_dir} is a file, not a folder")
+        raise NotADirectoryError(f"--report {out_dir} is a file, not a folder")
     try:
         from app.offline import report
     except ImportError as exc:
-        raise SystemExit(f"error: --report needs matplotlib ({exc}); "
-                         "pip install 'socialrec[train]'") from None
+        print(f"error: --report needs matplotlib ({exc}): pip install 'socialrec[train]'",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     return report
 
 

@@ -166,7 +166,9 @@ def test_evaluate_report_is_one_file_whose_plots_render_offline(split: Path, tra
     assert [url for url in requested if not url.startswith("data:")] == [page.as_uri()]
 
 
-def test_evaluate_report_into_a_file_is_one_line_error(split: Path, tmp_path: Path) -> None:
-    (tmp_path / "taken").write_text("")
-    with pytest.raises(SystemExit, match="is a file, not a folder"):
-        main(["evaluate", str(tmp_path), str(split), "--report", str(tmp_path / "taken")])
+def test_evaluate_report_into_a_file_is_one_line_error(split: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert main(["evaluate", str(tmp_path), str(split), "--report", str(taken)]) == 2
+    assert capsys.readouterr().err == f"error: --report {taken} is a file, not a folder\n"
