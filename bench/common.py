@@ -137,6 +137,14 @@ def pin(cpus: set[int] | None) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
 
 
+def restrict(cpus: set[int] | None, *pids: int) -> None:
+    """Pin processes (0: this one, and the generators it starts) to `cpus`; None: pinning is
+    off here."""
+    if cpus is not None:
+        for pid in pids:
+            os.sched_setaffinity(pid, cpus)
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

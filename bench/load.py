@@ -62,6 +62,7 @@ from bench.common import (
     pin,
     publish,
     recommend_lua,
+    restrict,
     table,
     wrk,
 )
@@ -131,7 +132,7 @@ def errors_note(runs: list[dict[str, float]]) -> str:
 # ----------------------------------------------------------------------------- open loop
 
 def open_loop(base_port: int, paths: list[str], rate: float, seconds: float,
-              cpus: set[int] | None = None) -> dict:
+              cpus: set[int] | None = None) -> dict[str, Any]:
     """`open_loop_requests` in a fresh interpreter (optionally pinned): this process's heap (the
     dataset, earlier results) would otherwise make the generator's own GC pauses show up as
     server latency."""
@@ -235,10 +236,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="load-", dir=OUT))
     redis_server = LocalRedis(work / "redis").start()
     try:
-        if pinned:
-            os.sched_setaffinity(redis_server.process.pid, load_cpus)
-            os.sched_setaffinity(0, load_cpus)  # this process and the generators it runs
-        log(f"redis-server {redis_server.url} (pid {redis_server.process.pid}); socialrec load")
+        restrict(load_cpus, redis_server.pid, 0)
+        log(f"redis-server {redis_server.url} (pid {redis_server.pid}); socialrec load")
         env = bootstrap(artifacts, data_dir, redis_server.url)
         rec_lua = work / "recommend.lua"
         rec_lua.write_text(recommend_lua(users, args.explain_share))
@@ -291,18 +290,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["one"] = one
 
         # 2 workers: the server on both CPUs, and so are wrk and Redis
-        if pinned:
-            os.sched_setaffinity(redis_server.process.pid, both)
-            os.sched_setaffinity(0, both)
+        restrict(both, redis_server.pid, 0)
         server = Server(free_port(), 2, env, both, work / "serve-2.log")
         try:
             server.wait_ready()
             results["two"] = saturate(server, 2, both, 2)
         finally:
             server.stop()
-        if pinned:
-            os.sched_setaffinity(redis_server.process.pid, load_cpus)
-            os.sched_setaffinity(0, load_cpus)
+        restrict(load_cpus, redis_server.pid, 0)
 
         # events: the service (1 worker) and then the raw pipeline on the server's CPU
         server = Server(free_port(), 1, env, server_cpus, work / "serve-events.log")
@@ -320,8 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"POST /events ×{batch}: {events[batch]['events_per_s']:.0f} events/s")
         finally:
             server.stop()
-        if pinned:
-            os.sched_setaffinity(0, server_cpus)
+        restrict(server_cpus, 0)
         raw = {}
         for batch in EVENT_BATCHES:
             raw[batch] = raw_events(redis_server.url, batch, d, users, items,
@@ -353,7 +347,9 @@ def build_section(res: dict[str, Any], command: str) -> tuple[str, dict[str, flo
         ok = value <= TARGETS[key] if key == "p99_ms" else value >= TARGETS[key]
         return "met" if ok else "**missed**"
 
-    rounds = lambda runs: " / ".join(f"{r['rps']:,.0f}" for r in runs)  # noqa: E731
+    def rounds(runs: list[dict[str, float]]) -> str:
+        return " / ".join(f"{r['rps']:,.0f}" for r in runs)
+
     rows = [["measurement", "result", "ratio", "target"],
             ["GET /healthz, 1 worker (framework ceiling)", f"{h1:,.0f} req/s "
              f"(rounds {rounds(one['healthz'])})", "1.00", ""],

@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.config import DEFAULT_EVENT_WEIGHTS
 from app.offline.dataset import Dataset, load_dataset, load_test
 from app.offline.evaluate import BUCKETS, UserRanking, evaluate, metrics_at
+from app.serving.artifacts import Manifest
 from bench.common import ROOT, command_line, machine, publish, table
 
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
@@ -51,8 +54,8 @@ VALIDATION_TABLE = """\
 """  # noqa: E501
 
 
-def rank_by_scores(score_rows, data: Dataset, test: dict[int, set[int]],
-                   k: int) -> list[UserRanking]:
+def rank_by_scores(score_rows: Callable[[int], np.ndarray], data: Dataset,
+                   test: dict[int, set[int]], k: int) -> list[UserRanking]:
     """Top-k of every item not in the user's train set, for each test user."""
     out = []
     for u, relevant in test.items():
@@ -99,8 +102,9 @@ def fmt(v: float) -> str:
     return f"{v:.4f}"
 
 
-def build_section(report: dict, als: dict[str, float], pop: dict[str, float], timings: dict,
-                  manifest, info: str, command: str, data_dir: Path) -> str:
+def build_section(report: dict[str, Any], als: dict[str, float], pop: dict[str, float],
+                  timings: dict[str, float], manifest: Manifest, info: str, command: str,
+                  data_dir: Path) -> str:
     metric_names = [f"{m}@{k}" for k in KS for m in ("recall", "ndcg")]
     methods = [("socialrec full", report["full"]), ("socialrec no_social", report["no_social"]),
                ("socialrec no_rerank", report["no_rerank"]),

@@ -54,6 +54,7 @@ from bench.common import (
     machine,
     publish,
     recommend_lua,
+    restrict,
     socialrec,
     table,
     wrk,
@@ -115,7 +116,7 @@ def index_bytes(index: faiss.Index) -> int:
     return int(faiss.serialize_index(index).nbytes)
 
 
-def set_param(index: faiss.Index, kind: str, value: float) -> None:
+def set_param(index: faiss.Index, kind: str, value: float | int | str) -> None:
     if kind == "ivf":
         faiss.extract_index_ivf(index).nprobe = int(value)
     elif kind == "hnsw":
@@ -136,7 +137,8 @@ def retrieval(items: np.ndarray, queries: np.ndarray, calibration: np.ndarray,
     exact = faiss.IndexFlatIP(items.shape[1])
     exact.add(items)
     _, truth = exact.search(queries, K)
-    rows, built = [], {}
+    rows: list[dict[str, Any]] = []
+    built: dict[str, Any] = {}
     for kind in kinds:
         started = time.perf_counter()
         index, info = build_index(items, kind=kind, queries=calibration)
@@ -168,7 +170,8 @@ def retrieval(items: np.ndarray, queries: np.ndarray, calibration: np.ndarray,
         rows.append({"n": n, "kind": kind, "params": dict(info.params), "build_s": build_s,
                      "bytes": index_bytes(index), "sweep": sweep, "chosen": chosen,
                      "recall": 1.0 if kind == "flat" else (
-                         dict(sweep).get(chosen, reached)), "meets": kind == "flat" or (
+                         reached if chosen is None else dict(sweep)[chosen]),
+                     "meets": kind == "flat" or (
                          chosen is not None), "p50_ms": p50, "p99_ms": p99})
         log(f"{n:>9,} {kind:5s} build {build_s:6.1f} s, "
             f"{rows[-1]['bytes'] / 2**20:7.1f} MiB, sweep {sweep}, p50 {p50:.3f} ms")
@@ -232,9 +235,7 @@ def end_to_end(base: Path, data_dir: Path, sizes: list[int], artifacts: dict[int
     redis_server = LocalRedis(work / "redis").start()
     own = cpus_available()
     try:
-        if pinned:
-            os.sched_setaffinity(redis_server.process.pid, load_cpus)
-            os.sched_setaffinity(0, load_cpus)
+        restrict(load_cpus, redis_server.pid, 0)
         subprocess.run([*socialrec(), "load", str(base), str(data_dir), "--redis-url",
                         redis_server.url], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=600)

@@ -48,6 +48,7 @@ from bench.common import (
     machine,
     open_loop_requests,
     publish,
+    restrict,
     table,
     wrk,
 )
@@ -118,7 +119,7 @@ def requests(users: list[str], items: list[str], n: int, tag: str) -> list[bytes
 
 
 async def soak(port: int, reqs: list[bytes], rate: float, minutes: int, server_pid: int,
-               redis_pid: int) -> list[dict]:
+               redis_pid: int) -> list[dict[str, Any]]:
     """One open-loop window per minute, back to back; each reports its own p99 and errors, and
     the CPU the server spent per request and Redis' CPU share — whether a slower minute is
     more work per request or waiting on something else."""
@@ -158,9 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     redis_server = LocalRedis(work / "redis", appendonly=True).start()
     result: dict[str, Any] = {"pinned": pinned, "minutes": args.minutes, "load": args.load}
     try:
-        if pinned:
-            os.sched_setaffinity(redis_server.process.pid, load_cpus)
-            os.sched_setaffinity(0, load_cpus)
+        restrict(load_cpus, redis_server.pid, 0)
         env = bootstrap(artifacts, data_dir, redis_server.url)
         lua = work / "mixed.lua"
         lua.write_text(mixed_lua(users, items, f"cap{int(time.time())}"))
@@ -185,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             gc.collect()
             gc.freeze()
             result["windows"] = asyncio.run(soak(server.port, reqs, rate, args.minutes,
-                                                 server.proc.pid, redis_server.process.pid))
+                                                 server.proc.pid, redis_server.pid))
             result["rss_end_mib"] = rss_mib(server.proc.pid)
         finally:
             server.stop()
