@@ -79,6 +79,15 @@ def _check_same_catalog(recommender: Any, data: Any) -> None:
                          "DATA_DIR; evaluate on the dataset the model was trained on")
 
 
+def _split(args: argparse.Namespace) -> int:
+    from app.offline.split import split_dataset
+
+    summary = split_dataset(Path(args.data_dir), Path(args.out_dir), args.test_fraction,
+                            args.seed, args.cold_items)
+    print(f"wrote {args.out_dir}: {summary}")
+    return 0
+
+
 def _load(args: argparse.Namespace) -> int:
     from app.store.bootstrap import load_into_redis
 
@@ -141,6 +150,7 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
         ("synth", "write a synthetic e-commerce dataset", _synth),
         ("train", "train on a dataset folder and export artifacts", _train),
+        ("split", "write a reproducible train/test split of a dataset", _split),
         ("evaluate", "evaluate artifacts on a train/test split", _evaluate),
         ("load", "bootstrap Redis with a dataset's histories and friendships", _load),
         ("events-export", "write the durable event log as dataset CSVs", _events_export),
@@ -157,6 +167,14 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     p["train"].add_argument("--out", required=True, help="artifact folder to write")
     if with_train_flags:
         _add_train_flags(p["train"])
+    p["split"].add_argument("data_dir")
+    p["split"].add_argument("out_dir")
+    p["split"].add_argument("--test-fraction", type=float, default=0.2,
+                            help="share of each user's items held out (default 0.2)")
+    p["split"].add_argument("--seed", type=int, default=0)
+    p["split"].add_argument("--cold-items", type=float, default=0.0,
+                            help="share of the items held out with all their interactions, "
+                                 "listed in cold_items.txt (default 0: none)")
     p["evaluate"].add_argument("artifact_dir")
     p["evaluate"].add_argument("data_dir")
     p["evaluate"].add_argument("--k", default="10,20", help="comma-separated cut-offs")
