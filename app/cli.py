@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -115,9 +117,34 @@ def _serve(args: argparse.Namespace) -> int:
     # worker that uvicorn starts.
     read_manifest(Settings().artifacts)
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="info", access_log=False)
+    with _shared_metrics_dir(args.workers):
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="info", access_log=False)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir(workers: int) -> Iterator[None]:
+    """Workers report their metrics through files in PROMETHEUS_MULTIPROC_DIR, so that any
+    worker's `/metrics` covers all of them. Set before any worker imports prometheus-client;
+    the folder must start empty (stale files would add an earlier run's counts): an operator's
+    folder is emptied of metric files, else a fresh one is made and removed at exit."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        yield
+    elif workers > 1:
+        with tempfile.TemporaryDirectory(prefix="socialrec-metrics-") as folder_name:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder_name
+            try:
+                yield
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    else:
+        yield
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:

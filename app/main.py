@@ -22,12 +22,15 @@ from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from app.api.routes import admin, events, ops, recommend, ui, users
 from app.config import Settings
 from app.metrics import Metrics
+from app.serving.artifacts import ArtifactError
 from app.serving.holder import ModelHolder
 from app.serving.online import STORE_ERRORS
 from app.store.redis_store import RedisStore, connect
 
 log = logging.getLogger(__name__)
 POPULARITY_REFRESH_S = 30.0
+# How often each process looks for a reload another one accepted: one small read per poll.
+RELOAD_POLL_S = 0.5
 LIVE_POPULAR_TOP = 1000
 
 
@@ -56,14 +59,22 @@ def _lifespan(settings: Settings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Single queries are 2-67x slower with several OpenMP threads on small machines.
         faiss.omp_set_num_threads(1)
-        models = ModelHolder(settings.artifacts, settings.onnx_threads)
-        model = await asyncio.to_thread(models.load)
+        try:
+            models = await asyncio.to_thread(ModelHolder.load, settings.artifacts,
+                                             settings.onnx_threads)
+        except ArtifactError as exc:
+            detail = str(exc).removeprefix(f"{settings.artifacts}: ")
+            message = f"cannot serve the artifacts in {settings.artifacts}: {detail}"
+            log.critical(message)
+            raise StartupError(message) from None
+        model = models.current
         metrics.model_swapped(model.version, model.manifest.created_at)
         store = RedisStore(connect(settings), settings)
         state = AppState(settings=settings, store=store, models=models, metrics=metrics)
         app.state.socialrec = state
         stopping = asyncio.Event()
-        refresher = asyncio.create_task(_refresh_popularity(state, stopping))
+        tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
+                 asyncio.create_task(_follow_reloads(state, stopping))]
         log.info("serving model %s from %s", model.version, settings.artifacts)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, which otherwise walk it again and again under load.
@@ -75,8 +86,9 @@ def _lifespan(settings: Settings,
             # Let an in-flight Redis call finish (bounded by its timeout) instead of
             # cancelling it half-way through the connection's protocol.
             stopping.set()
-            await refresher
+            await asyncio.gather(*tasks)
             await store.close()
+            metrics.close()
 
     return lifespan
 
@@ -86,18 +98,45 @@ async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
     list to serve from when it does not."""
     while not stopping.is_set():
         model = state.models.current
-        if model is not None:
-            try:
-                live = await state.store.popular(LIVE_POPULAR_TOP)
-            except STORE_ERRORS:
-                live = None
-            if live is not None:
-                index = model.artifacts.catalog.index
-                top = np.fromiter((index[i] for i in live if i in index), dtype=np.int64)
-                rest = model.popular[~np.isin(model.popular, top)]
-                state.live_popular = (model.version, np.concatenate([top, rest]))
+        try:
+            live = await state.store.popular(LIVE_POPULAR_TOP)
+        except STORE_ERRORS:
+            live = None
+        if live is not None:
+            index = model.artifacts.catalog.index
+            top = np.fromiter((index[i] for i in live if i in index), dtype=np.int64)
+            rest = model.popular[~np.isin(model.popular, top)]
+            state.live_popular = (model.version, np.concatenate([top, rest]))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
+
+
+async def _follow_reloads(state: AppState, stopping: asyncio.Event) -> None:
+    """Swap in the model another process (worker or replica) accepted on `/admin/reload`."""
+    while not stopping.is_set():
+        try:
+            notice = await state.store.last_reload()
+        except STORE_ERRORS:
+            notice = None  # no news while Redis is away; the next poll catches up
+        if notice is not None:
+            try:
+                fresh = await state.models.follow(notice)
+            except ArtifactError:
+                log.error("%s; still serving %s", state.models.follow_error,
+                          state.models.current.version)
+                state.metrics.reloads.labels("follow_failed").inc()
+            else:
+                if fresh is not None:
+                    log.info("followed a reload to model %s", fresh.version)
+                    state.metrics.reloads.labels("followed").inc()
+                    state.metrics.model_swapped(fresh.version, fresh.manifest.created_at)
+            state.metrics.model_stale.set(state.models.follow_error is not None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), RELOAD_POLL_S)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start: the message says why, in one line."""
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,17 +1,30 @@
 """Prometheus metrics, one registry per app instance (tests build many apps in one process).
 
 Routes are labelled by their template (`/recommend/{user_id}`), never by raw ids, so the
-series count stays bounded whatever clients send."""
+series count stays bounded whatever clients send.
+
+With several worker processes (`socialrec serve --workers N`) the workers share their values
+through files in `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode, which the
+library selects when that variable is set at import; `socialrec serve` manages the folder), so
+a scrape answered by any worker reports all of them: counters and histograms summed over every
+worker that ever ran, gauges per live worker (a `pid` label)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
     def __init__(self) -> None:
+        shared = os.environ.get(MULTIPROC_DIR)
+        self.shared_dir = Path(shared) if shared else None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("socialrec_http_requests_total", "HTTP requests",
@@ -27,12 +40,53 @@ class Metrics:
                                   "recommendation lists by strategy", ["strategy"], registry=r)
         self.fallbacks = Counter("socialrec_fallback_total", "degraded or filled answers",
                                  ["reason"], registry=r)
-        self.model = Info("socialrec_model", "the model being served", registry=r)
+        # A gauge, not an Info: Info has no multiprocess mode. 1 for the version served, 0 for
+        # the ones this process served before.
+        self.model = Gauge("socialrec_model_info", "the model being served (value 1)",
+                           ["version", "created_at"], registry=r, multiprocess_mode="liveall")
         self.model_loaded = Gauge("socialrec_model_loaded_timestamp_seconds",
-                                  "when the served model was loaded", registry=r)
-        self.reloads = Counter("socialrec_model_reloads_total", "admin reloads by outcome",
-                               ["outcome"], registry=r)
+                                  "when the served model was loaded", registry=r,
+                                  multiprocess_mode="liveall")
+        self.model_stale = Gauge("socialrec_model_stale",
+                                 "1 while this process could not load the last reload another "
+                                 "process announced and serves an older model", registry=r,
+                                 multiprocess_mode="liveall")
+        self.reloads = Counter("socialrec_model_reloads_total",
+                               "model reloads by outcome: ok, refused or unannounced "
+                               "(/admin/reload), followed or follow_failed (announced by "
+                               "another process)", ["outcome"], registry=r)
+        self._served: tuple[str, str] | None = None
 
     def model_swapped(self, version: str, created_at: str) -> None:
-        self.model.info({"version": version, "created_at": created_at})
+        if self._served is not None:
+            self.model.labels(*self._served).set(0)
+        self._served = (version, created_at)
+        self.model.labels(version, created_at).set(1)
         self.model_loaded.set_to_current_time()
+
+    def exposition(self) -> bytes:
+        """The text format of this process's metrics, or of every worker's."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        _forget_dead_workers(self.shared_dir)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.shared_dir))
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """At shutdown: this process's gauges leave the scrape (its counters stay summed)."""
+        if self.shared_dir is not None:
+            mark_process_dead(os.getpid(), str(self.shared_dir))
+
+
+def _forget_dead_workers(folder: Path) -> None:
+    """Drop the gauges of workers that died without shutting down (killed, crashed): their
+    live gauges would otherwise be reported for ever."""
+    pids = {int(f.stem.rpartition("_")[2]) for f in folder.glob("gauge_live*_*.db")}
+    for pid in pids - {os.getpid()}:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, str(folder))
+        except PermissionError:  # alive, under another user
+            pass

@@ -69,6 +69,14 @@ def artifacts_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return train_tiny(synth_dir, tmp_path_factory.mktemp("model") / "artifacts", seed=0)
 
 
+@pytest.fixture(scope="session")
+def second_artifacts_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model (and model version) on the same data, to reload to."""
+    from tests.support.models import train_tiny
+
+    return train_tiny(synth_dir, tmp_path_factory.mktemp("second") / "artifacts", seed=1)
+
+
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str, artifacts_dir: Path) -> Settings:
     return Settings(redis_url=redis_url, key_prefix=key_prefix, artifacts=artifacts_dir,

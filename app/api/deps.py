@@ -27,13 +27,6 @@ class AppState:
     metrics: Metrics
     live_popular: tuple[str, np.ndarray] | None = None  # (model version, item order)
 
-    def recommender(self) -> Recommender:
-        """The model being served; 503 while none is loaded."""
-        model = self.models.current
-        if model is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
-        return model
-
     def popular_for(self, version: str) -> np.ndarray | None:
         """The live popularity order, if it was computed for this model's catalogue."""
         if self.live_popular is None or self.live_popular[0] != version:
@@ -60,7 +53,7 @@ async def get_metrics(state: Annotated[AppState, Depends(get_state)]) -> Metrics
 
 
 async def get_recommender(state: Annotated[AppState, Depends(get_state)]) -> Recommender:
-    return state.recommender()
+    return state.models.current
 
 
 _bearer = HTTPBearer(auto_error=False)

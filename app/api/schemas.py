@@ -97,7 +97,10 @@ class Problem(BaseModel):
 class Status(BaseModel):
     status: str
     model_version: str | None = None
-    reason: str | None = None
+    reason: str | None = Field(None, description="why the service is not ready")
+    reload_error: str | None = Field(
+        None, description="this process could not load the model of the last reload and "
+        "still serves model_version")
 
 
 class Reloaded(BaseModel):

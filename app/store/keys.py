@@ -41,5 +41,11 @@ class Keys:
         """ZSET item_id → behaviour events seen live (kept in the log's slot, counted once)."""
         return f"{self.prefix}:{{log}}:pop"
 
+    @property
+    def reload(self) -> str:
+        """HASH generation, version, origin: the last model reload an API process accepted.
+        Every API process polls it and loads the same version (workers and replicas alike)."""
+        return f"{self.prefix}:model:reload"
+
     def user_pattern(self) -> str:
         return f"{self.prefix}:{{u:*}}:*"

@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 from app.config import Settings
 from app.events import event_weight
 from app.store.keys import Keys
-from app.store.scripts import APPLY_EVENT, LOG_EVENT
+from app.store.scripts import APPLY_EVENT, LOG_EVENT, PUBLISH_RELOAD
 
 VECTOR_TTL_S = 7 * 24 * 3600
 
@@ -37,6 +37,15 @@ class Event:
     friend_id: str | None = None
     value: float | None = None
     timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadNotice:
+    """The last model reload an API process accepted; generation 0: none yet."""
+
+    generation: int
+    version: str = ""
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +333,17 @@ class RedisStore:
                 body = script.sha if command == "EVALSHA" else script.text
                 pipe.execute_command(command, body, len(keys), *keys, *args)
             return await pipe.execute(raise_on_error=raise_on_error)
+
+    async def publish_reload(self, version: str, origin: str) -> int:
+        """Announce an accepted model version to every API process; returns its generation."""
+        return int(await self.client.eval(PUBLISH_RELOAD, 1, self.keys.reload, version, origin))
+
+    async def last_reload(self) -> ReloadNotice:
+        raw = {_s(k): _s(v) for k, v in (await self.client.hgetall(self.keys.reload)).items()}
+        if "generation" not in raw:
+            return ReloadNotice(0)
+        return ReloadNotice(int(raw["generation"]), raw.get("version", ""),
+                            raw.get("origin", ""))
 
     async def popular(self, n: int) -> list[str]:
         members = await self.client.zrevrange(self.keys.popularity, 0, n - 1)

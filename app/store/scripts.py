@@ -63,3 +63,11 @@ end
 redis.call('DEL', KEYS[4])
 return 1
 """
+
+PUBLISH_RELOAD = """
+-- KEYS: reload notice
+-- ARGV: model version, origin
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'origin', ARGV[2])
+return generation
+"""

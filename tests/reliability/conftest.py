@@ -39,11 +39,11 @@ def serve(tmp_path: Path, artifacts_dir: Path) -> Iterator[Callable[..., ServePr
     """Factory of ServeProcess bound to this test's folder; every process started is stopped."""
     started: list[ServeProcess] = []
 
-    def make(redis_url: str, **env: str) -> ServeProcess:
+    def make(redis_url: str, workers: int = 1, **env: str) -> ServeProcess:
         server = ServeProcess({"SOCIALREC_REDIS_URL": redis_url,
                                "SOCIALREC_ARTIFACTS": str(artifacts_dir),
                                "SOCIALREC_KEY_PREFIX": PREFIX, **env},
-                              tmp_path / f"serve-{len(started)}.log")
+                              tmp_path / f"serve-{len(started)}.log", workers)
         started.append(server)
         return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 from app.offline.train import TrainConfig, train
@@ -15,3 +16,11 @@ def train_tiny(data_dir: Path, out: Path, seed: int = 0) -> Path:
     """Different seeds give different models (and model versions) on the same data."""
     train(data_dir, out, dataclasses.replace(TINY, seed=seed), progress=False)
     return out
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Put a copy of `source` at `target` as a deployment would: staged, then renamed."""
+    staging = target.with_name(target.name + ".new")
+    shutil.copytree(source, staging)
+    shutil.rmtree(target)
+    staging.rename(target)

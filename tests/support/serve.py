@@ -28,9 +28,11 @@ class ServeProcess:
     """`socialrec serve` as a child process on a free loopback port; kill() and start() again
     reuse the port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
         self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALREC_")}
+        self.workers = workers
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("SOCIALREC_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         self.env.update(env)
         self.env.setdefault("OMP_NUM_THREADS", "1")
         self.log_path = log_path
@@ -43,7 +45,8 @@ class ServeProcess:
     def start(self, timeout: float = 30.0) -> ServeProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*socialrec_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [*socialrec_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", str(self.workers)],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=ROOT)
         deadline = time.monotonic() + timeout

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import StateDep
 from app.api.schemas import Status
@@ -23,25 +23,23 @@ async def healthz() -> Status:
 @router.get("/readyz", response_model=Status, response_model_exclude_none=True,
             responses={503: {"model": Status, "description": "not ready, with the reason"}})
 async def readyz(state: StateDep) -> Status | JSONResponse:
-    model = state.models.current
-    reason = None
-    if model is None:
-        reason = f"model not loaded: {state.models.error or 'loading'}"
-    else:
-        try:
-            await asyncio.wait_for(state.store.ping(), state.settings.redis_timeout_s * 2)
-        except (TimeoutError, *STORE_ERRORS) as exc:
-            reason = f"redis unreachable: {type(exc).__name__}"
-    version = model.version if model else None
-    if reason:
-        body = Status(status="unavailable", model_version=version, reason=reason)
+    # A process that could not follow a reload still serves its model correctly: it stays
+    # ready, and says so.
+    models = state.models
+    version, reload_error = models.current.version, models.follow_error
+    try:
+        await asyncio.wait_for(state.store.ping(), state.settings.redis_timeout_s * 2)
+    except (TimeoutError, *STORE_ERRORS) as exc:
+        body = Status(status="unavailable", model_version=version,
+                      reason=f"redis unreachable: {type(exc).__name__}",
+                      reload_error=reload_error)
         return JSONResponse(body.model_dump(exclude_none=True),
                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-    return Status(status="ready", model_version=version)
+    return Status(status="ready", model_version=version, reload_error=reload_error)
 
 
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
                              "description": "Prometheus text format"}})
 async def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

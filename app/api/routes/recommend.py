@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import StateDep
-from app.api.schemas import Id, Problem, Recommendations
+from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
 from app.serving.pipeline import Recommender, Scored, Strategy
@@ -25,8 +25,7 @@ def _no_values() -> list[str]:
 
 
 @router.get("/recommend/{user_id}", response_model=Recommendations,
-            response_model_exclude_none=True,
-            responses={503: {"model": Problem, "description": "no model loaded yet"}})
+            response_model_exclude_none=True)
 async def recommend(
     *,
     # One dependency only: FastAPI resolves each one per request, ~40 µs apiece here.
@@ -45,7 +44,7 @@ async def recommend(
                                   "without the friends' vectors and engagement (to compare "
                                   "what the friends add)")] = True,
 ) -> Response:
-    recommender = state.recommender()
+    recommender = state.models.current
     request = online.Request(user_id=user_id, k=k, exclude_seen=exclude_seen,
                              exclude=tuple(exclude), categories=frozenset(category),
                              social=social)
