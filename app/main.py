@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api.deps import AppState
@@ -37,8 +38,15 @@ LIVE_POPULAR_TOP = 1000
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
-    app = FastAPI(title="socialrec", version=__version__, lifespan=_lifespan(settings, metrics),
-                  description="Social recommendations: your taste, blended with your friends'.")
+    # /docs with its JavaScript, CSS and icon served by the service itself (from the
+    # fastapi-offline package), not a CDN: the page works air-gapped. No validator badge:
+    # Swagger UI would send the document to validator.swagger.io for it. No /redoc: ReDoc
+    # fetches its logo from its CDN.
+    app = FastAPIOffline(title="socialrec", version=__version__, redoc_url=None,
+                         lifespan=_lifespan(settings, metrics),
+                         description="Social recommendations: your taste, blended with your "
+                                     "friends'.",
+                         swagger_ui_parameters={"validatorUrl": None})
     for module in (recommend, events, users, ops):
         app.include_router(module.router)
     if settings.admin_token is not None:
