@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api.contract import publish_event_types
 from app.api.deps import AppState
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from app.api.routes import admin, events, ops, recommend, ui, users
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(admin.router)
     if settings.ui:
         app.include_router(ui.router)
+    publish_event_types(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Starlette types a handler as taking any Exception; this one is registered for one class.

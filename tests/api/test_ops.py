@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import Settings
+from app.config import DEFAULT_EVENT_WEIGHTS, Settings
 from app.tools.local_redis import free_port
 from tests.conftest import app_client
 
@@ -58,3 +58,30 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
                       "social"}
     assert {"202", "422", "503"} <= set(paths["/events"]["post"]["responses"])
     assert "503" in paths["/readyz"]["get"]["responses"]
+
+
+async def test_openapi_names_the_event_types_the_served_model_accepts(
+        client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    event = spec["components"]["schemas"]["EventIn"]
+    accepted = sorted({*DEFAULT_EVENT_WEIGHTS, "follow", "unfollow"})
+    assert event["properties"]["type"]["enum"] == accepted
+    # ...and which target each needs, as the service enforces it.
+    rule = event["allOf"][0]
+    assert rule["if"]["properties"]["type"]["enum"] == ["follow", "unfollow"]
+    assert rule["then"]["required"] == ["friend_id"] and rule["else"]["required"] == ["item_id"]
+    for kind in accepted:
+        target = "friend_id" if kind in rule["if"]["properties"]["type"]["enum"] else "item_id"
+        body = {"events": [{"user_id": "schema-u", "type": kind, target: "p00001"}]}
+        assert (await client.post("/events", json=body)).status_code == 202, kind
+
+
+async def test_openapi_follows_the_operators_event_weights(loaded: Settings) -> None:
+    own = loaded.model_copy(update={"event_weights": {"view": 1.0, "wishlist": 2.5}})
+    async with app_client(own) as client:
+        spec = (await client.get("/openapi.json")).json()
+        types = spec["components"]["schemas"]["EventIn"]["properties"]["type"]["enum"]
+        assert types == ["follow", "unfollow", "view", "wishlist"]
+        refused = await client.post("/events", json={"events": [
+            {"user_id": "u", "type": "purchase", "item_id": "p00001"}]})
+        assert refused.status_code == 422

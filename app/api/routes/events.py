@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
                       recommender: RecommenderDep, metrics: MetricsDep) -> EventsAccepted:
     weights = type_weights(settings, recommender)
-    _check_types(body.events, weights)
+    _check_types(body.events, accepted_types(settings, recommender))
     events = [_to_event(e) for e in body.events]
     try:
         applied = await store.apply(events, weights)
@@ -53,8 +53,11 @@ def type_weights(settings: Settings, recommender: Recommender) -> Mapping[str, f
     return settings.event_weights or recommender.manifest.event_weights or DEFAULT_EVENT_WEIGHTS
 
 
-def _check_types(events: list[EventIn], weights: Mapping[str, float]) -> None:
-    known = SOCIAL_TYPES | weights.keys()
+def accepted_types(settings: Settings, recommender: Recommender) -> frozenset[str]:
+    return SOCIAL_TYPES | frozenset(type_weights(settings, recommender))
+
+
+def _check_types(events: list[EventIn], known: frozenset[str]) -> None:
     errors = [{"type": "value_error", "loc": ("body", "events", n, "type"),
                "msg": f"unknown event type; expected one of {sorted(known)}", "input": e.type}
               for n, e in enumerate(events) if e.type not in known]
