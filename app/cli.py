@@ -109,6 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
     # are many times slower with several OpenMP threads.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     from app.config import Settings
     from app.serving.artifacts import read_manifest
@@ -118,9 +120,19 @@ def _serve(args: argparse.Namespace) -> int:
     read_manifest(Settings().artifacts)
 
     with _shared_metrics_dir(args.workers):
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level="info", access_log=False)
-    return 0
+        config = uvicorn.Config("app.main:create_app", factory=True, host=args.host,
+                                port=args.port, workers=args.workers, log_level="info",
+                                access_log=False)
+        if config.workers == 1:
+            server = uvicorn.Server(config)
+            server.run()
+            return 0 if server.started else STARTUP_FAILURE
+        # uvicorn.run would exit 0 when the workers fail to start (broken artifacts): a
+        # supervisor that restarts on failure must see it.
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+        return STARTUP_FAILURE if failed else 0
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from app.tools.local_redis import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.reliability.conftest import ServeProcess
+from tests.reliability.conftest import ServeProcess, socialrec_command
 from tests.support.models import replace_folder
 
 pytestmark = pytest.mark.slow
@@ -116,3 +118,21 @@ def test_any_scrape_counts_every_worker_and_forgets_dead_ones(
     assert str(victim) not in live_pids and len(live_pids) == 2
     assert {s.labels["pid"] for s in samples["socialrec_model_stale"]} == live_pids
     assert recommend_count(samples) == 40  # the dead worker's requests still count
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_artifacts_refused_at_start_stop_serve_with_a_failure_status(
+        workers: int, redis_url: str, key_prefix: str, artifacts_dir: Path,
+        tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(artifacts_dir, folder)
+    (folder / "items.faiss").write_bytes(b"corrupted")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SOCIALREC_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(SOCIALREC_REDIS_URL=redis_url, SOCIALREC_KEY_PREFIX=key_prefix,
+               SOCIALREC_ARTIFACTS=str(folder), OMP_NUM_THREADS="1")
+    done = subprocess.run([*socialrec_command(), "serve", "--port", str(free_port()),
+                           "--workers", str(workers)], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 3
+    assert f"cannot serve the artifacts in {folder}: cannot read artifact" in done.stderr
