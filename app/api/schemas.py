@@ -42,8 +42,9 @@ class EventIn(BaseModel):
     type: EventType = Field(description="view, click, cart, purchase, rate, … or follow/unfollow")
     item_id: Id | None = None
     friend_id: Id | None = None
-    value: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e12)
-    timestamp: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e11,
+    # strict: a JSON number, as the document says; lax mode would take `true` for 1.0
+    value: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e12, strict=True)
+    timestamp: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e11, strict=True,
                                     description="unix seconds")
 
     @model_validator(mode="after")

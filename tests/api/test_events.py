@@ -69,6 +69,19 @@ async def test_nan_and_infinity_are_rejected(client: httpx.AsyncClient) -> None:
         assert response.status_code == 422, literal
 
 
+@pytest.mark.parametrize("field", ["value", "timestamp"])
+@pytest.mark.parametrize("wrong", [True, False, "5", [1]])
+async def test_numbers_must_be_json_numbers(client: httpx.AsyncClient, field: str,
+                                            wrong: object) -> None:
+    """As the OpenAPI document says: `false` is not a timestamp of 0 (schemathesis found it)."""
+    response = await post(client, [{"user_id": "u", "type": "rate", "item_id": "p1",
+                                     field: wrong}])
+    assert response.status_code == 422
+    assert ["body", "events", 0, field] in [e["loc"][:4] for e in response.json()["detail"]]
+    fine = await post(client, [{"user_id": "u", "type": "rate", "item_id": "p1", field: 3}])
+    assert fine.status_code == 202
+
+
 async def test_batch_limits(client: httpx.AsyncClient) -> None:
     assert (await post(client, [])).status_code == 422
     many = [{"user_id": "u", "type": "view", "item_id": f"p{n}"} for n in range(1001)]
