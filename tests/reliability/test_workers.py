@@ -19,8 +19,8 @@ from prometheus_client.samples import Sample
 
 from app.tools.local_redis import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.reliability.conftest import ServeProcess, socialrec_command
 from tests.support.models import replace_folder
+from tests.support.serve import ServeProcess, socialrec_command
 
 pytestmark = pytest.mark.slow
 
