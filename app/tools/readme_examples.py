@@ -197,14 +197,15 @@ def _compact(value: Any) -> str:
 
 
 def _wrap_object(value: dict[str, Any]) -> list[str]:
-    """`{"a":1,"b":2,` … greedily up to WIDTH per line, one item per line in an `items` list,
-    an item's non-empty `reasons` on a line of their own."""
+    """`{"a":1,"b":2,` … greedily up to WIDTH per line; a list of objects too long for one line
+    (a list's `items`, a user's `history`) gets one object per line, and an item's non-empty
+    `reasons` a line of their own."""
     lines = ["{"]
     pairs = list(value.items())
     for n, (key, item) in enumerate(pairs):
         last = n == len(pairs) - 1
         tail = "}" if last else ","
-        if key == "items" and isinstance(item, list) and item:
+        if _one_per_line(key, item):
             lines = _append(lines, f'"{key}":[', new_line=len(lines[-1]) > 1)
             indent = " " * len(lines[-1])
             rows = [_item_lines(x, indent) for x in item]
@@ -219,6 +220,11 @@ def _wrap_object(value: dict[str, Any]) -> list[str]:
             continue
         lines = _append(lines, f'"{key}":{_compact(item)}{tail}')
     return lines
+
+
+def _one_per_line(key: str, value: Any) -> bool:
+    return (isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+            and len(f'"{key}":') + len(_compact(value)) + 2 > WIDTH)
 
 
 def _append(lines: list[str], piece: str, new_line: bool = False) -> list[str]:
