@@ -39,6 +39,7 @@ def test_no_file_cites_a_document_users_do_not_have() -> None:
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
                     reason="needs a git checkout")
 @pytest.mark.parametrize("path", ["data/shop/interactions.csv", "data/split/train.csv",
+                                  "model_artifacts/shop/manifest.json",
                                   ".run/redis/appendonly.aof", ".mypy_cache/x"])
 def test_what_the_readme_creates_is_ignored_by_git(path: str) -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
@@ -47,7 +48,8 @@ def test_what_the_readme_creates_is_ignored_by_git(path: str) -> None:
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
                     reason="needs a git checkout")
-def test_the_shipped_demo_data_is_not_ignored() -> None:
-    # `data/` of the user's datasets must not hide the demo model's own data folder.
-    path = "model_artifacts/demo/data/interactions.csv"
+@pytest.mark.parametrize("path", ["model_artifacts/demo/manifest.json",
+                                  "model_artifacts/demo/data/interactions.csv"])
+def test_the_shipped_demo_model_is_not_ignored(path: str) -> None:
+    # The user's data/ and models must not hide the demo model or its own data folder.
     assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 1
