@@ -38,7 +38,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from app.config import DEFAULT_EVENT_WEIGHTS
+    from app.config import Settings
+    from app.events import type_weights
     from app.offline.dataset import load_dataset, load_test
     from app.offline.evaluate import evaluate, format_report
     from app.serving.artifacts import ModelArtifacts
@@ -47,7 +48,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     ks = tuple(int(k) for k in args.k.split(","))
     reporter = _reporter(Path(args.report)) if args.report else None
     recommender = Recommender(ModelArtifacts.load(args.artifact_dir))
-    weights = recommender.manifest.event_weights or DEFAULT_EVENT_WEIGHTS
+    # weighed as `socialrec load` and the service weigh the histories they rank from
+    weights = type_weights(Settings().event_weights, recommender.manifest.event_weights)
     data = load_dataset(args.data_dir, weights)
     _check_same_catalog(recommender, data)
     curve_ks = reporter.CURVE_KS if reporter else ()
@@ -91,14 +93,14 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from app.store.bootstrap import load_into_redis
+    from app.offline.load import load_into_redis
 
     load_into_redis(Path(args.artifact_dir), Path(args.data_dir), args.redis_url)
     return 0
 
 
 def _events_export(args: argparse.Namespace) -> int:
-    from app.store.export import export_events
+    from app.offline.events_export import export_events
 
     export_events(Path(args.out_csv), args.redis_url)
     return 0

@@ -26,8 +26,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.serving.artifacts import ArtifactError
 from app.serving.holder import ModelHolder
-from app.serving.online import STORE_ERRORS
-from app.store.redis_store import RedisStore, connect
+from app.store.redis_store import STORE_ERRORS, RedisStore, connect
 
 log = logging.getLogger(__name__)
 POPULARITY_REFRESH_S = 30.0

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from app.config import DEFAULT_EVENT_WEIGHTS
+from app.events import type_weights
 from app.offline.dataset import Dataset, load_dataset, load_test
 from app.offline.evaluate import BUCKETS, UserRanking, evaluate, metrics_at
 from app.serving.artifacts import Manifest
@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = train(data_dir, out, TrainConfig(), progress=True)
         timings = {"socialrec": time.perf_counter() - started}
         recommender = Recommender(ModelArtifacts.load(out))
-        data = load_dataset(data_dir, recommender.manifest.event_weights or
-                            DEFAULT_EVENT_WEIGHTS)
+        data = load_dataset(data_dir, type_weights(None, recommender.manifest.event_weights))
         test = {u: items for u, items in load_test(data_dir, data).items() if items}
         started = time.perf_counter()
         report = evaluate(recommender, data, test, KS, progress=True)

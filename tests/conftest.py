@@ -16,8 +16,8 @@ from asgi_lifespan import LifespanManager
 
 from app.config import Settings
 from app.main import create_app
+from app.offline.load import load_into_redis
 from app.offline.synth import write_synthetic_dataset
-from app.store.bootstrap import load_into_redis
 from app.tools.local_redis import LocalRedis, LocalRedisCluster, answers
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -29,7 +29,9 @@ class ArtifactError(RuntimeError):
 
 
 class BlendParams(BaseModel):
-    """u = u_self + friend_weight · Σ tie_f u_f / Σ tie_f — friend_weight is learned in training."""
+    """u = u_self + friend_weight · Σ tie_f u_f / Σ tie_f — friend_weight is learned in training
+    over each user's `max_friends` strongest ties, so the model owns that cap: the service and
+    the evaluator blend exactly as many friends as the weight was learned with."""
 
     friend_weight: float = 0.0
     max_friends: int = 100

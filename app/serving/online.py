@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from redis.exceptions import RedisError
 
 from app.serving.encode import EMPTY_HISTORY, History
 from app.serving.pipeline import Friends, Query, Recommendation, Recommender, UserState
-from app.store.redis_store import RedisStore, VectorState, decode_history
+from app.store.redis_store import STORE_ERRORS, RedisStore, VectorState, decode_history
 
 log = logging.getLogger(__name__)
-STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -60,17 +58,18 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
 
 
 async def _user_state(rec: Recommender, store: RedisStore, user_id: str) -> UserState:
-    raw, ties, entry = await store.user_raw(user_id, rec.version)
+    raw, ties, entry = await store.user_raw(user_id, rec.version,
+                                            rec.manifest.blend.max_friends)
     friends = await _friends(rec, store, [f for f, _ in ties],
                              np.asarray([w for _, w in ties], dtype=np.float32))
-    if entry is not None and entry.items is not None and entry.weights is not None:
+    if entry is not None:
         # the cached entry carries the known history it was encoded from: nothing to parse
         return UserState(history=History(entry.items, entry.weights), friends=friends,
                          vector=entry.vector)
     read = decode_history(raw)
     history = known_history(rec, read)
     vector = None
-    if len(history):  # not cached, or cached without its history (an older entry): encode
+    if len(history):
         vector = rec.encode([history])[0]
         await _cache_quietly(store, {user_id: VectorState(vector, history.items,
                                                           history.weights, read)}, rec.version)
@@ -88,8 +87,8 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
     known: list[History] = [EMPTY_HISTORY] * len(ids)
     stale = []
     for n, entry in enumerate(cached):
-        if entry is None or entry.items is None or entry.weights is None:
-            stale.append(n)  # not cached, or cached without its history
+        if entry is None:
+            stale.append(n)
         else:
             vectors[n], known[n] = entry.vector, History(entry.items, entry.weights)
     if stale:

@@ -42,18 +42,9 @@ class Friends:
     def none(cls, dim: int) -> Friends:
         return cls([], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.float32), [])
 
-    def engaged(self) -> dict[int, list[int]]:
-        """item → positions of the friends who interacted with it."""
-        out: dict[int, list[int]] = {}
-        for pos, items in enumerate(self.items):
-            for item in items.tolist():
-                out.setdefault(item, []).append(pos)
-        return out
-
     def engaged_with(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(candidate position, friend position) of every friend interaction with one of the
-        `candidates` (distinct item ids), in friend order — `engaged()` restricted to the
-        candidates, in numpy instead of a dict over every item of every friend."""
+        `candidates` (distinct item ids), in friend order."""
         if not self.items or not len(candidates):
             return NO_ITEMS, NO_ITEMS
         items = np.concatenate(self.items)

@@ -19,12 +19,13 @@ class Keys:
         return f"{self.prefix}:{{u:{user_id}}}:friends"
 
     def vector(self, user_id: str) -> str:
-        """STRING model_version + NUL + float32 bytes: the user's own encoder output."""
+        """STRING model_version + 0x01 + the user's own encoder output and the history it was
+        encoded from (app.store.redis_store.encode_state)."""
         return f"{self.prefix}:{{u:{user_id}}}:vec"
 
     def applied(self, user_id: str, event_id: str) -> str:
-        """Marker (with a TTL): this event already changed the user's state. In the user's slot
-        so the check and the writes are one atomic script."""
+        """Marker (with a TTL): this user's event already changed the user's state. In the
+        user's slot so the check and the writes are one atomic script."""
         return f"{self.prefix}:{{u:{user_id}}}:ev:{event_id}"
 
     def logged(self, event_id: str) -> str:
@@ -46,6 +47,3 @@ class Keys:
         """HASH generation, version, origin: the last model reload an API process accepted.
         Every API process polls it and loads the same version (workers and replicas alike)."""
         return f"{self.prefix}:model:reload"
-
-    def user_pattern(self) -> str:
-        return f"{self.prefix}:{{u:*}}:*"

@@ -8,7 +8,7 @@ import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -16,19 +16,42 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
-from app.config import Settings
-from app.events import event_weight
 from app.store.keys import Keys
 from app.store.scripts import APPLY_EVENT, LOG_EVENT, PUBLISH_RELOAD
 
 VECTOR_TTL_S = 7 * 24 * 3600
+# What a failing or unreachable Redis raises through this store: callers degrade or answer 503.
+STORE_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class StoreSettings(Protocol):
+    """The settings the store reads (app.config.Settings has them); a protocol, so the store
+    depends on nothing else in the application."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_cluster(self) -> bool: ...
+    @property
+    def redis_timeout_s(self) -> float: ...
+    @property
+    def redis_max_connections(self) -> int: ...
+    @property
+    def key_prefix(self) -> str: ...
+    @property
+    def history_len(self) -> int: ...
+    @property
+    def dedup_ttl_s(self) -> int: ...
+    @property
+    def stream_maxlen(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One validated event as the store applies it."""
+    """One validated event as the store applies it; `weight` is what a behaviour event adds to
+    the item's history weight (app.events.event_weight), unused by follows."""
 
     event_id: str
     user_id: str
@@ -37,6 +60,7 @@ class Event:
     friend_id: str | None = None
     value: float | None = None
     timestamp: float | None = None
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +98,17 @@ def decode_history(raw: dict[Any, Any]) -> list[tuple[str, float]]:
     return parse_history({_s(k): _s(v) for k, v in raw.items()})
 
 
-def encode_vector(vector: np.ndarray, version: str) -> bytes:
-    return version.encode() + b"\0" + np.asarray(vector, dtype=np.float32).tobytes()
-
-
-# After the version tag: NUL for a plain vector entry, this byte for an entry with its history.
-_WITH_HISTORY = b"\x01"
+# After the model version: the entry layout's tag.
+_ENTRY = b"\x01"
 
 
 @dataclass(frozen=True, slots=True)
 class CachedVector:
-    """A cached vector and, when it was cached with it, the history it was encoded from."""
+    """A cached vector and the history it was encoded from."""
 
     vector: np.ndarray
-    items: np.ndarray | None = None  # model item indices, most recent first (int64)
-    weights: np.ndarray | None = None  # their weights (float32)
+    items: np.ndarray  # model item indices, most recent first (int64)
+    weights: np.ndarray  # their weights (float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,19 +131,17 @@ def encode_state(vector: np.ndarray, items: np.ndarray, weights: np.ndarray,
     vector, int32[n] items, float32[n] weights."""
     vector = np.asarray(vector, dtype=np.float32)
     head = np.array([len(vector), len(items)], dtype=np.uint32)
-    return (version.encode() + _WITH_HISTORY + head.tobytes() + vector.tobytes()
+    return (version.encode() + _ENTRY + head.tobytes() + vector.tobytes()
             + np.asarray(items, dtype=np.int32).tobytes()
             + np.asarray(weights, dtype=np.float32).tobytes())
 
 
 def decode_state(raw: bytes | None, version: str) -> CachedVector | None:
-    """Either entry layout; None when absent, of another model version, or malformed."""
-    if not raw:
+    """None when absent, of another model version or layout, or malformed: the caller
+    recomputes."""
+    tag = version.encode() + _ENTRY
+    if not raw or not raw.startswith(tag):
         return None
-    tag = version.encode() + _WITH_HISTORY
-    if not raw.startswith(tag):
-        vector = decode_vector(raw, version)
-        return None if vector is None else CachedVector(vector)
     body = raw[len(tag):]
     if len(body) < 8:
         return None
@@ -135,20 +153,7 @@ def decode_state(raw: bytes | None, version: str) -> CachedVector | None:
                         np.frombuffer(body, np.float32, n, 8 + 4 * dim + 4 * n))
 
 
-def decode_vector(raw: bytes | None, version: str) -> np.ndarray | None:
-    """A vector cached under another model version is never used."""
-    if not raw:
-        return None
-    if raw.startswith(version.encode() + _WITH_HISTORY):
-        state = decode_state(raw, version)
-        return None if state is None else state.vector
-    tag, _, body = raw.partition(b"\0")
-    if tag.decode(errors="replace") != version or len(body) % 4:
-        return None
-    return np.frombuffer(body, dtype=np.float32)
-
-
-def connect(settings: Settings) -> aioredis.Redis | RedisCluster:
+def connect(settings: StoreSettings) -> aioredis.Redis | RedisCluster:
     """A pooled client; no I/O happens until the first command.
 
     Every call is bounded by `redis_timeout_s` (connect and read). A call that fails with a
@@ -189,7 +194,7 @@ ScriptCall = tuple[_Script, list[str], list[Any]]
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis | RedisCluster, settings: Settings) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, settings: StoreSettings) -> None:
         self.client = client
         self.keys = Keys(settings.key_prefix)
         self._settings = settings
@@ -215,22 +220,23 @@ class RedisStore:
             if isinstance(answer, BaseException):
                 raise answer
 
-    async def user(self, user_id: str, version: str) -> UserRecord:
-        hist, friends, entry = await self.user_raw(user_id, version)
+    async def user(self, user_id: str, version: str, max_friends: int) -> UserRecord:
+        hist, friends, entry = await self.user_raw(user_id, version, max_friends)
         return UserRecord(history=decode_history(hist), friends=friends,
                           vector=None if entry is None else entry.vector)
 
-    async def user_raw(self, user_id: str, version: str) -> tuple[
+    async def user_raw(self, user_id: str, version: str, max_friends: int) -> tuple[
             dict[Any, Any], list[tuple[str, float]], CachedVector | None]:
         """`user` in one round trip, with the history HASH left unparsed (callers whose cached
-        entry carries the history need not parse it) and the whole cached entry."""
+        entry carries the history need not parse it) and the whole cached entry. Friends are
+        the `max_friends` strongest ties."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.history(user_id))
             pipe.hgetall(self.keys.friends(user_id))
             pipe.get(self.keys.vector(user_id))
             hist, friends, vec = await pipe.execute()
         ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=lambda fw: -fw[1])
-        return hist, ties[: self._settings.max_friends], decode_state(vec, version)
+        return hist, ties[:max_friends], decode_state(vec, version)
 
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> list[CachedVector | None]:
@@ -280,8 +286,7 @@ class RedisStore:
                     pipe.delete(self.keys.vector(u))
                 await pipe.execute()
 
-    async def apply(self, events: Sequence[Event],
-                    type_weights: Mapping[str, float]) -> list[bool]:
+    async def apply(self, events: Sequence[Event]) -> list[bool]:
         """Log and apply events; True where applied now, False where the event id had been
         applied before. Raises on any Redis failure — callers answer 503 and the client's retry
         of the same batch is safe (see app.store.scripts)."""
@@ -300,7 +305,7 @@ class RedisStore:
                 self.keys.applied(e.user_id, e.event_id), self.keys.history(e.user_id),
                 self.keys.friends(e.user_id), self.keys.vector(e.user_id)], [
                 s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value,
-                repr(event_weight(e.type, e.value, type_weights)), repr(recency),
+                repr(e.weight), repr(recency),
                 s.history_len]))
         results = await self._run_scripts(calls)
         return [bool(r) for r in results[1::2]]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from app.cli import ordinary_error
 from app.config import Settings
-from app.store.bootstrap import load_into_redis
+from app.offline.load import load_into_redis
 from app.tools.local_redis import LocalRedis, answers
 
 DEMO = Path("model_artifacts/demo")

@@ -15,8 +15,8 @@ import pytest
 import redis.cluster
 
 from app.config import Settings
-from app.store.bootstrap import load_into_redis
-from app.store.export import export_events
+from app.offline.events_export import export_events
+from app.offline.load import load_into_redis
 from app.store.keys import Keys
 from app.tools.local_redis import LocalRedisCluster
 from tests.conftest import app_client

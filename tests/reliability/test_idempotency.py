@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis
 
-from app.config import DEFAULT_EVENT_WEIGHTS, Settings
-from app.events import event_weight
+from app.config import Settings
+from app.events import event_weight, type_weights
 from app.serving.artifacts import read_manifest
 from app.store.keys import Keys
 from tests.conftest import app_client
@@ -50,8 +50,7 @@ async def test_the_same_batch_posted_at_once_is_applied_once(loaded: Settings, c
                                                             reorder: bool) -> None:
     """`reorder`: the copies list the events in different orders (a client that retries a
     batch rebuilt from a queue), so two copies would meet in the middle."""
-    weights = (loaded.event_weights or read_manifest(loaded.artifacts).event_weights
-               or DEFAULT_EVENT_WEIGHTS)
+    weights = type_weights(loaded.event_weights, read_manifest(loaded.artifacts).event_weights)
     events = batch()
     async with app_client(loaded) as client:
         known = await history(client, "u0001")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.store.bootstrap import load_into_redis
+from app.offline.load import load_into_redis
 from app.tools.local_redis import LocalRedis
 from tests.conftest import app_client
 

@@ -24,18 +24,17 @@ def test_keep_equals_isin(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_engaged_with_is_engaged_restricted_to_the_candidates(seed: int) -> None:
+def test_engaged_with_lists_every_friend_interaction_with_a_candidate(seed: int) -> None:
     rng = np.random.default_rng(seed)
     items = [rng.choice(50, size=rng.integers(0, 12), replace=False) for _ in range(6)]
     friends = Friends([f"f{n}" for n in range(6)], np.zeros((6, 2), np.float32),
                       rng.random(6).astype(np.float32), items)
     candidates = rng.choice(50, size=20, replace=False)
     pos, who = friends.engaged_with(candidates)
-    got: dict[int, list[int]] = {}
-    for c, p in zip(pos.tolist(), who.tolist(), strict=True):
-        got.setdefault(int(candidates[c]), []).append(p)
-    engaged = friends.engaged()
-    assert got == {int(c): engaged[int(c)] for c in candidates if int(c) in engaged}
+    # the straightforward double loop: friend by friend, item by item
+    expected = [(c, f) for f, theirs in enumerate(items) for item in theirs.tolist()
+                for c in range(len(candidates)) if candidates[c] == item]
+    assert list(zip(pos.tolist(), who.tolist(), strict=True)) == expected
 
 
 def test_indices_in_equals_the_category_mask() -> None:

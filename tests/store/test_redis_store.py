@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.config import DEFAULT_EVENT_WEIGHTS as W
 from app.config import Settings
 from app.offline.dataset import read_interactions
-from app.store.bootstrap import load_into_redis
-from app.store.export import export_events
+from app.offline.events_export import export_events
+from app.offline.load import load_into_redis
 from app.store.redis_store import Event, RedisStore, VectorState, connect
 
 
@@ -36,33 +35,43 @@ async def store(store_settings: Settings) -> AsyncIterator[RedisStore]:
     await s.close()
 
 
-def view(n: int, user: str = "u", item: str | None = None, kind: str = "view") -> Event:
+FRIENDS = 100  # friends read per user
+
+
+def view(n: int, user: str = "u", item: str | None = None, kind: str = "view",
+         weight: float = 1.0) -> Event:
     return Event(event_id=f"e{n}", user_id=user, type=kind, item_id=item or f"i{n}",
-                 timestamp=1_700_000_000 + n)
+                 timestamp=1_700_000_000 + n, weight=weight)
 
 
 async def test_events_apply_exactly_once(store: RedisStore) -> None:
-    assert await store.apply([view(1), view(2)], W) == [True, True]
-    assert await store.apply([view(2), view(3)], W) == [False, True]
+    assert await store.apply([view(1), view(2)]) == [True, True]
+    assert await store.apply([view(2), view(3)]) == [False, True]
     log = await store.client.xrange(store.keys.events)
     assert [f[b"event_id"] for _, f in log] == [b"e1", b"e2", b"e3"]
     assert sorted(await store.popular(10)) == ["i1", "i2", "i3"]
 
 
 async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStore) -> None:
-    await store.apply([view(n) for n in range(1, 6)], W)
-    await store.apply([view(9, item="i5", kind="purchase")], W)
-    user = await store.user("u", "v1")
+    await store.apply([view(n) for n in range(1, 6)])
+    await store.apply([view(9, item="i5", kind="purchase", weight=8.0)])
+    user = await store.user("u", "v1", FRIENDS)
     assert [i for i, _ in user.history] == ["i5", "i4", "i3"]
     assert dict(user.history)["i5"] == pytest.approx(1.0 + 8.0)
 
 
 async def test_follow_and_unfollow(store: RedisStore) -> None:
     await store.apply([Event("f1", "u", "follow", friend_id="a", value=0.5),
-                       Event("f2", "u", "follow", friend_id="b")], W)
-    assert sorted((await store.user("u", "v1")).friends) == [("a", 0.5), ("b", 1.0)]
-    await store.apply([Event("f3", "u", "unfollow", friend_id="a")], W)
-    assert (await store.user("u", "v1")).friends == [("b", 1.0)]
+                       Event("f2", "u", "follow", friend_id="b")])
+    assert sorted((await store.user("u", "v1", FRIENDS)).friends) == [("a", 0.5), ("b", 1.0)]
+    await store.apply([Event("f3", "u", "unfollow", friend_id="a")])
+    assert (await store.user("u", "v1", FRIENDS)).friends == [("b", 1.0)]
+
+
+async def test_the_strongest_ties_are_read(store: RedisStore) -> None:
+    await store.apply([Event(f"t{n}", "u", "follow", friend_id=f"f{n}", value=n + 1.0)
+                       for n in range(5)])
+    assert (await store.user("u", "v1", 2)).friends == [("f4", 5.0), ("f3", 4.0)]
 
 
 NO_ITEMS, NO_WEIGHTS = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
@@ -71,16 +80,16 @@ NO_ITEMS, NO_WEIGHTS = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32
 async def test_vector_cache_is_tagged_by_model_version(store: RedisStore) -> None:
     vector = np.arange(4, dtype=np.float32)
     await store.save_states({"u": VectorState(vector, NO_ITEMS, NO_WEIGHTS, [])}, "v1")
-    assert np.array_equal((await store.user("u", "v1")).vector, vector)
-    assert (await store.user("u", "v2")).vector is None
-    await store.apply([view(1)], W)
-    assert (await store.user("u", "v1")).vector is None, "new behaviour invalidates the vector"
+    assert np.array_equal((await store.user("u", "v1", FRIENDS)).vector, vector)
+    assert (await store.user("u", "v2", FRIENDS)).vector is None
+    await store.apply([view(1)])
+    assert (await store.user("u", "v1", FRIENDS)).vector is None, "new behaviour drops it"
 
 
 async def test_events_export_round_trips(store: RedisStore, store_settings: Settings,
                                          tmp_path: Path) -> None:
-    await store.apply([view(1), Event("r", "u", "rate", item_id="i2", value=4.0),
-                       Event("f", "u", "follow", friend_id="w")], W)
+    await store.apply([view(1), Event("r", "u", "rate", item_id="i2", value=4.0, weight=3.0),
+                       Event("f", "u", "follow", friend_id="w")])
     out = tmp_path / "live" / "interactions.csv"
     assert export_events(out, settings=store_settings, progress=False) == (2, 1)
     rows = read_interactions(out)
@@ -99,7 +108,7 @@ async def test_bootstrap_loads_histories_and_friends(artifacts_dir: Path, synth_
     again = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
     assert again == n
     s = RedisStore(connect(settings), settings)
-    user = await s.user("u0001", "v")
+    user = await s.user("u0001", "v", FRIENDS)
     await s.close()
     assert 0 < len(user.history) <= settings.history_len
     assert user.friends
@@ -114,10 +123,10 @@ async def test_retry_after_a_half_applied_event_completes_it_once(store: RedisSt
     await store.client.eval(LOG_EVENT, 3, store.keys.logged(event.event_id), store.keys.events,
                             store.keys.popularity, 60, 1000, event.event_id, event.user_id,
                             event.type, event.item_id, "", "", "")
-    assert (await store.user("u", "v")).history == []
-    assert await store.apply([event], W) == [True]
-    assert await store.apply([event], W) == [False]
-    assert [i for i, _ in (await store.user("u", "v")).history] == ["i7"]
+    assert (await store.user("u", "v", FRIENDS)).history == []
+    assert await store.apply([event]) == [True]
+    assert await store.apply([event]) == [False]
+    assert [i for i, _ in (await store.user("u", "v", FRIENDS)).history] == ["i7"]
     assert await store.client.xlen(store.keys.events) == 1
     assert await store.client.zscore(store.keys.popularity, "i7") == 1
 
@@ -127,8 +136,8 @@ async def test_a_batch_keeps_its_order_per_user_and_in_the_log(store: RedisStore
     batch = [Event("o1", "u", "follow", friend_id="a"), view(1, user="v"),
              Event("o2", "u", "unfollow", friend_id="a"), view(2, user="w"),
              Event("o3", "u", "follow", friend_id="b"), view(3, user="v")]
-    assert await store.apply(batch, W) == [True] * len(batch)
-    assert (await store.user("u", "v1")).friends == [("b", 1.0)]
+    assert await store.apply(batch) == [True] * len(batch)
+    assert (await store.user("u", "v1", FRIENDS)).friends == [("b", 1.0)]
     log = await store.client.xrange(store.keys.events)
     assert [f[b"event_id"].decode() for _, f in log] == [e.event_id for e in batch]
 
@@ -146,8 +155,8 @@ async def test_scripts_unknown_to_the_server_are_loaded_and_run_once(
                             redis_store._Script.of(scripts.APPLY_EVENT + tag))
 
     fresh_scripts()
-    assert await store.apply([view(1), view(2, user="x")], W) == [True, True]
+    assert await store.apply([view(1), view(2, user="x")]) == [True, True]
     fresh_scripts()
-    assert await store.apply([view(1), view(3)], W) == [False, True]
+    assert await store.apply([view(1), view(3)]) == [False, True]
     assert await store.client.xlen(store.keys.events) == 3
-    assert [i for i, _ in (await store.user("u", "v")).history] == ["i3", "i1"]
+    assert [i for i, _ in (await store.user("u", "v", FRIENDS)).history] == ["i3", "i1"]

@@ -1,7 +1,7 @@
 """Vector cache entries that carry the history they were encoded from: the layout round-trips,
-readers of the plain layout still work, an entry is invalidated with the history and never
-outlives a history change that raced its write; friends' entries are read in one round trip on
-a single Redis and on a cluster."""
+anything else is a miss, an entry is invalidated with the history and never outlives a history
+change that raced its write; friends' entries are read in one round trip on a single Redis and
+on a cluster."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from app.config import DEFAULT_EVENT_WEIGHTS as W
 from app.config import Settings
 from app.store.redis_store import (
     Event,
@@ -18,9 +17,7 @@ from app.store.redis_store import (
     VectorState,
     connect,
     decode_state,
-    decode_vector,
     encode_state,
-    encode_vector,
 )
 
 VECTOR = np.arange(5, dtype=np.float32) / 7
@@ -48,59 +45,52 @@ def view(n: int, user: str) -> Event:
                  timestamp=1_700_000_000 + n)
 
 
-def test_entry_layout_round_trips_and_plain_readers_still_work() -> None:
-    raw = encode_state(VECTOR, ITEMS, WEIGHTS, "m-1")
-    entry = decode_state(raw, "m-1")
+def test_entry_layout_round_trips() -> None:
+    entry = decode_state(encode_state(VECTOR, ITEMS, WEIGHTS, "m-1"), "m-1")
     assert entry is not None
     assert np.array_equal(entry.vector, VECTOR)
     assert np.array_equal(entry.items, ITEMS) and entry.items.dtype == np.int64
     assert np.array_equal(entry.weights, WEIGHTS)
-    assert np.array_equal(decode_vector(raw, "m-1"), VECTOR)
-    plain = decode_state(encode_vector(VECTOR, "m-1"), "m-1")
-    assert plain is not None and plain.items is None and np.array_equal(plain.vector, VECTOR)
 
 
 @pytest.mark.parametrize("raw", [
     encode_state(VECTOR, ITEMS, WEIGHTS, "m-12"),  # another model version
     encode_state(VECTOR, ITEMS, WEIGHTS, "m-1")[:-1],  # truncated
     b"m-1\x01\x05",  # no header
+    b"m-1\x00" + VECTOR.tobytes(),  # a bare vector, without its history
     b"",
     None,
 ])
 def test_foreign_or_broken_entries_are_misses(raw: bytes | None) -> None:
     assert decode_state(raw, "m-1") is None
-    assert decode_vector(raw, "m-1") is None
 
 
 async def test_entries_are_read_in_one_round_trip_and_invalidated_by_events(
         store: RedisStore) -> None:
-    await store.apply([view(1, "a"), view(2, "b")], W)
+    await store.apply([view(1, "a"), view(2, "b")])
     history = (await store.histories(["a"]))[0]
     await store.save_states({"a": VectorState(VECTOR, ITEMS, WEIGHTS, history)}, "m-1")
-    # an entry in the plain layout, as an earlier version of the service wrote it
-    await store.client.set(store.keys.vector("b"), encode_vector(VECTOR, "m-1"))
     a, b, ghost = await store.cached_vectors(["a", "b", "ghost"], "m-1")
     assert a is not None and np.array_equal(a.items, ITEMS)
-    assert b is not None and b.items is None
-    assert ghost is None
+    assert b is None and ghost is None
     assert (await store.cached_vectors(["a"], "m-2")) == [None]
-    assert np.array_equal((await store.user("a", "m-1")).vector, VECTOR)
-    await store.apply([view(3, "a")], W)
+    assert np.array_equal((await store.user("a", "m-1", 10)).vector, VECTOR)
+    await store.apply([view(3, "a")])
     assert (await store.cached_vectors(["a"], "m-1")) == [None], "new behaviour drops it"
 
 
 async def test_an_entry_whose_history_changed_meanwhile_is_not_kept(store: RedisStore) -> None:
-    await store.apply([view(1, "a")], W)
+    await store.apply([view(1, "a")])
     read = (await store.histories(["a"]))[0]
-    await store.apply([view(2, "a")], W)  # lands between the read and the write
+    await store.apply([view(2, "a")])  # lands between the read and the write
     await store.save_states({"a": VectorState(VECTOR, ITEMS, WEIGHTS, read)}, "m-1")
     assert (await store.cached_vectors(["a"], "m-1")) == [None]
 
 
 async def test_histories_and_user_raw(store: RedisStore) -> None:
     await store.apply([view(1, "a"), view(2, "a"),
-                       Event("f", "a", "follow", friend_id="b", value=0.5)], W)
+                       Event("f", "a", "follow", friend_id="b", value=0.5)])
     assert [[i for i, _ in h] for h in await store.histories(["a", "ghost"])] == [
         ["i2", "i1"], []]
-    raw, friends, entry = await store.user_raw("a", "m-1")
+    raw, friends, entry = await store.user_raw("a", "m-1", 10)
     assert len(raw) == 2 and friends == [("b", 0.5)] and entry is None

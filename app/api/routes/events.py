@@ -12,11 +12,10 @@ from fastapi.exceptions import RequestValidationError
 
 from app.api.deps import MetricsDep, RecommenderDep, SettingsDep, StoreDep
 from app.api.schemas import EventIn, EventsAccepted, EventsIn, Problem
-from app.config import DEFAULT_EVENT_WEIGHTS, Settings
-from app.events import SOCIAL_TYPES
-from app.serving.online import STORE_ERRORS
+from app.config import Settings
+from app.events import SOCIAL_TYPES, event_weight, type_weights
 from app.serving.pipeline import Recommender
-from app.store.redis_store import Event
+from app.store.redis_store import STORE_ERRORS, Event
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)
@@ -30,11 +29,11 @@ log = logging.getLogger(__name__)
                               "description": "the events could not be stored; retry"}})
 async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
                       recommender: RecommenderDep, metrics: MetricsDep) -> EventsAccepted:
-    weights = type_weights(settings, recommender)
+    weights = _weights(settings, recommender)
     _check_types(body.events, accepted_types(settings, recommender))
-    events = [_to_event(e) for e in body.events]
+    events = [_to_event(e, weights) for e in body.events]
     try:
-        applied = await store.apply(events, weights)
+        applied = await store.apply(events)
     except STORE_ERRORS as exc:
         log.warning("event batch not stored: %s", type(exc).__name__)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -48,13 +47,12 @@ async def post_events(body: EventsIn, store: StoreDep, settings: SettingsDep,
     return EventsAccepted(accepted=len(events) - duplicates, duplicates=duplicates)
 
 
-def type_weights(settings: Settings, recommender: Recommender) -> Mapping[str, float]:
-    """The weights the model was trained with, unless the operator overrides them."""
-    return settings.event_weights or recommender.manifest.event_weights or DEFAULT_EVENT_WEIGHTS
+def _weights(settings: Settings, recommender: Recommender) -> Mapping[str, float]:
+    return type_weights(settings.event_weights, recommender.manifest.event_weights)
 
 
 def accepted_types(settings: Settings, recommender: Recommender) -> frozenset[str]:
-    return SOCIAL_TYPES | frozenset(type_weights(settings, recommender))
+    return SOCIAL_TYPES | frozenset(_weights(settings, recommender))
 
 
 def _check_types(events: list[EventIn], known: frozenset[str]) -> None:
@@ -65,7 +63,8 @@ def _check_types(events: list[EventIn], known: frozenset[str]) -> None:
         raise RequestValidationError(errors)
 
 
-def _to_event(e: EventIn) -> Event:
+def _to_event(e: EventIn, weights: Mapping[str, float]) -> Event:
     # Without a client event_id a retry cannot be recognised; a fresh id still logs it once.
     return Event(event_id=e.event_id or uuid.uuid4().hex, user_id=e.user_id, type=e.type,
-                 item_id=e.item_id, friend_id=e.friend_id, value=e.value, timestamp=e.timestamp)
+                 item_id=e.item_id, friend_id=e.friend_id, value=e.value, timestamp=e.timestamp,
+                 weight=event_weight(e.type, e.value, weights))

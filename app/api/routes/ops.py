@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import StateDep
 from app.api.schemas import Status
-from app.serving.online import STORE_ERRORS
+from app.store.redis_store import STORE_ERRORS
 
 router = APIRouter(tags=["ops"])
 

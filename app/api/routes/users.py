@@ -10,7 +10,7 @@ from app.api.deps import RecommenderDep, StoreDep
 from app.api.schemas import Friend, HistoryEntry, Problem, UserView
 from app.events import ID_PATTERN
 from app.serving.artifacts import ItemCatalog
-from app.serving.online import STORE_ERRORS
+from app.store.redis_store import STORE_ERRORS
 
 router = APIRouter(tags=["users"])
 
@@ -20,7 +20,8 @@ router = APIRouter(tags=["users"])
 async def get_user(user_id: Annotated[str, Path(pattern=ID_PATTERN)], store: StoreDep,
                    recommender: RecommenderDep) -> UserView:
     try:
-        record = await store.user(user_id, recommender.version)
+        record = await store.user(user_id, recommender.version,
+                                  recommender.manifest.blend.max_friends)
     except STORE_ERRORS:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "store unavailable") from None
     catalog = recommender.artifacts.catalog

@@ -1,0 +1,72 @@
+"""Blocking Redis access for the offline commands: bulk-writing users (`socialrec load`) and
+reading the event log back (`socialrec events-export`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+from redis.cluster import RedisCluster
+
+from app.store.keys import Keys
+from app.store.redis_store import StoreSettings, history_entry
+
+LOG_PAGE = 5000
+
+
+def sync_client(url: str | None, settings: StoreSettings) -> redis.Redis | RedisCluster:
+    """A blocking client; a cluster client when the settings say `redis_cluster` (then `url`,
+    default the settings' URL, is any seed node). Raises when Redis does not answer."""
+    options = {"socket_timeout": max(5.0, settings.redis_timeout_s)}
+    if settings.redis_cluster:
+        client: redis.Redis | RedisCluster = RedisCluster.from_url(
+            url or settings.redis_url, **options)
+    else:
+        client = redis.Redis.from_url(url or settings.redis_url, **options)
+    try:
+        client.ping()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """A user's whole state as bootstrapped from a dataset."""
+
+    user_id: str
+    history: Sequence[tuple[str, float]]  # (item_id, weight), most recent first
+    friends: Sequence[tuple[str, float]]  # (friend_id, tie weight)
+
+
+def replace_users(client: redis.Redis | RedisCluster, keys: Keys,
+                  users: Sequence[UserSnapshot], history_len: int) -> None:
+    """Replace these users' history (the `history_len` most recent), friends and cached vector
+    in one pipeline: writing the same users twice leaves the same state."""
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        u = user.user_id
+        for key in (keys.history(u), keys.friends(u), keys.vector(u)):
+            pipe.delete(key)
+        history = user.history[:history_len]
+        if history:
+            # Dataset order becomes recency n..1 (older than any live event's unix time).
+            n = len(history)
+            pipe.hset(keys.history(u), mapping={
+                item: history_entry(w, n - rank) for rank, (item, w) in enumerate(history)})
+        if user.friends:
+            pipe.hset(keys.friends(u), mapping=dict(user.friends))
+    pipe.execute()
+
+
+def read_log(client: redis.Redis | RedisCluster, keys: Keys) -> Iterator[list[dict[str, str]]]:
+    """The event log in order, page by page; each entry as its fields (app.store.scripts
+    LOG_EVENT names them)."""
+    last = "-"
+    while entries := cast("list[tuple[bytes, dict[bytes, bytes]]]",
+                          client.xrange(keys.events, min=last, max="+", count=LOG_PAGE)):
+        yield [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+        last = "(" + entries[-1][0].decode()
