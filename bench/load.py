@@ -192,7 +192,7 @@ def raw_events(url: str, batch: int, seconds: float, users: list[str], items: li
         for n in range(batch):
             eid = f"{tag}-{done + n}"
             user, item = users[rng.randrange(len(users))], items[rng.randrange(len(items))]
-            pipe.execute_command("EVALSHA", log_sha, 3, keys.logged(eid), keys.events,
+            pipe.execute_command("EVALSHA", log_sha, 3, keys.logged(user, eid), keys.events,
                                  keys.popularity, s.dedup_ttl_s, s.stream_maxlen, eid, user,
                                  "listen", item, "", "1.0", "")
             pipe.execute_command("EVALSHA", apply_sha, 4, keys.applied(user, eid),

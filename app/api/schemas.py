@@ -37,7 +37,10 @@ class Recommendations(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    event_id: Id | None = None
+    event_id: Id | None = Field(
+        None, description="your id of this event, unique per user: an event whose (user_id, "
+        "event_id) was accepted in the last SOCIALREC_DEDUP_TTL_S seconds is a duplicate, not "
+        "applied again; without one a retry cannot be recognised")
     user_id: Id
     type: EventType = Field(description="view, click, cart, purchase, rate, … or follow/unfollow")
     item_id: Id | None = None

@@ -28,9 +28,11 @@ class Keys:
         user's slot so the check and the writes are one atomic script."""
         return f"{self.prefix}:{{u:{user_id}}}:ev:{event_id}"
 
-    def logged(self, event_id: str) -> str:
-        """Marker (with a TTL): this event is already in the log. In the log's slot."""
-        return f"{self.prefix}:{{log}}:ev:{event_id}"
+    def logged(self, user_id: str, event_id: str) -> str:
+        """Marker (with a TTL): this user's event is already in the log. In the log's slot,
+        keyed like `applied` by (user, event id), so both steps de-duplicate the same events;
+        the user id's length keeps the key unambiguous (ids may contain ':')."""
+        return f"{self.prefix}:{{log}}:ev:{len(user_id)}:{user_id}:{event_id}"
 
     @property
     def events(self) -> str:

@@ -297,7 +297,7 @@ class RedisStore:
             recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
             value = "" if e.value is None else repr(e.value)
             calls.append((_LOG, [
-                self.keys.logged(e.event_id), self.keys.events, self.keys.popularity], [
+                self.keys.logged(e.user_id, e.event_id), self.keys.events, self.keys.popularity], [
                 s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type,
                 e.item_id or "", e.friend_id or "", value,
                 "" if e.timestamp is None else repr(e.timestamp)]))

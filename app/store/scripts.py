@@ -1,14 +1,16 @@
 """Lua run inside Redis. An event is applied by two scripts, each atomic and idempotent on its
 own and each confined to one hash slot (so the same code runs on Redis Cluster):
 
-1. LOG_EVENT, in the `{log}` slot: remember the event id, append to the stream, count
+1. LOG_EVENT, in the `{log}` slot: remember the event, append to the stream, count
    popularity — all or nothing.
-2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event id, update history or friends,
+2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event, update history or friends,
    drop the cached vector — all or nothing.
 
-A failure between or during the two leaves each step either done or not done; the client's
-retry of the same batch completes the missing step and skips the done one, so every event ends
-up logged once and applied once.
+Both remember an event by the same pair, (user id, event id) (app.store.keys `logged` and
+`applied`): an event id is unique per user, so the two steps always agree on which events are
+new without talking to each other across slots. A failure between or during the two leaves each
+step either done or not done; the client's retry of the same batch completes the missing step
+and skips the done one, so every event ends up logged once and applied once.
 """
 
 LOG_EVENT = """

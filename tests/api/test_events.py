@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import redis
 
 from app.config import Settings
+from app.store.keys import Keys
 
 
 async def post(client: httpx.AsyncClient, events: list[dict]) -> httpx.Response:
@@ -38,6 +40,26 @@ async def test_same_ids_in_one_batch_count_once(client: httpx.AsyncClient) -> No
     event = {"event_id": "twice", "user_id": "erin", "type": "click", "item_id": "p00003"}
     response = await post(client, [event, event])
     assert response.json() == {"accepted": 1, "duplicates": 1}
+
+
+async def test_an_event_id_is_unique_per_user(client: httpx.AsyncClient,
+                                             loaded: Settings) -> None:
+    """Another user's event with the same id is another event: applied and in the durable log,
+    as its 202 promises; the same user's is a duplicate."""
+    for user, item in (("ann", "p00001"), ("ben", "p00002"), ("ann", "p00003")):
+        await post(client, [{"event_id": "shared", "user_id": user, "type": "view",
+                             "item_id": item}])
+    assert [h["item_id"] for h in (await client.get("/users/ben")).json()["history"]] == [
+        "p00002"]
+    assert [h["item_id"] for h in (await client.get("/users/ann")).json()["history"]] == [
+        "p00001"]
+    r = redis.Redis.from_url(loaded.redis_url)
+    try:
+        log = r.xrange(Keys(loaded.key_prefix).events)
+    finally:
+        r.close()
+    assert [(f[b"user_id"], f[b"item_id"]) for _, f in log] == [
+        (b"ann", b"p00001"), (b"ben", b"p00002")]
 
 
 @pytest.mark.parametrize(("event", "loc"), [

@@ -64,7 +64,7 @@ async def test_recommend_and_events_on_a_cluster(cluster_settings: Settings, syn
         assert nodes.xlen(keys.events) == 51
         # The log, its markers and popularity share one slot; each user's keys share another.
         assert nodes.keyslot(keys.events) == nodes.keyslot(keys.popularity) == nodes.keyslot(
-            keys.logged("c1"))
+            keys.logged("cl-1", "c1"))
         assert len({nodes.keyslot(keys.history(f"cl-{n}")) for n in range(7)}) > 1
     finally:
         nodes.close()

@@ -120,7 +120,8 @@ async def test_retry_after_a_half_applied_event_completes_it_once(store: RedisSt
     from app.store.scripts import LOG_EVENT
 
     event = view(7)
-    await store.client.eval(LOG_EVENT, 3, store.keys.logged(event.event_id), store.keys.events,
+    await store.client.eval(LOG_EVENT, 3, store.keys.logged("u", event.event_id),
+                            store.keys.events,
                             store.keys.popularity, 60, 1000, event.event_id, event.user_id,
                             event.type, event.item_id, "", "", "")
     assert (await store.user("u", "v", FRIENDS)).history == []
@@ -129,6 +130,37 @@ async def test_retry_after_a_half_applied_event_completes_it_once(store: RedisSt
     assert [i for i, _ in (await store.user("u", "v", FRIENDS)).history] == ["i7"]
     assert await store.client.xlen(store.keys.events) == 1
     assert await store.client.zscore(store.keys.popularity, "i7") == 1
+
+
+async def test_an_event_id_is_unique_per_user_in_both_steps(store: RedisStore) -> None:
+    """Two users' events with one id are two events, each logged and applied once; the log
+    and the state agree on that in both slots."""
+    alice, bob = view(1, user="alice", item="i1"), view(1, user="bob", item="i2")
+    assert await store.apply([alice]) == [True]
+    assert await store.apply([bob]) == [True]
+    assert await store.apply([bob, alice]) == [False, False]
+    log = await store.client.xrange(store.keys.events)
+    assert [(f[b"user_id"], f[b"event_id"]) for _, f in log] == [(b"alice", b"e1"),
+                                                                 (b"bob", b"e1")]
+    assert [i for i, _ in (await store.user("bob", "v", FRIENDS)).history] == ["i2"]
+    assert await store.client.zscore(store.keys.popularity, "i2") == 1
+
+
+async def test_retry_after_an_applied_but_unlogged_event_logs_it_once(
+        store: RedisStore) -> None:
+    """A failure of the log step after the state step (the log's node down): the retry logs
+    the event and does not apply it twice."""
+    from app.store.scripts import APPLY_EVENT
+
+    event, keys = view(8), store.keys
+    await store.client.eval(APPLY_EVENT, 4, keys.applied("u", event.event_id),
+                            keys.history("u"), keys.friends("u"), keys.vector("u"), 60,
+                            "view", "i8", "", "", "1.0", "1.0", 3)
+    assert await store.client.xlen(keys.events) == 0
+    assert await store.apply([event]) == [False], "applied before: counted as a duplicate"
+    assert await store.apply([event]) == [False]
+    assert await store.client.xlen(keys.events) == 1
+    assert (await store.user("u", "v", FRIENDS)).history == [("i8", 1.0)]
 
 
 async def test_a_batch_keeps_its_order_per_user_and_in_the_log(store: RedisStore) -> None:
