@@ -113,9 +113,11 @@ async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
             live = None
         if live is not None:
             index = model.artifacts.catalog.index
-            top = np.fromiter((index[i] for i in live if i in index), dtype=np.int64)
-            rest = model.popular[~np.isin(model.popular, top)]
-            state.live_popular = (model.version, np.concatenate([top, rest]))
+            known = [(index[i], c) for i, c in live if i in index]
+            state.live_popular = (model.version, model.popular.with_live(
+                np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
+                np.fromiter((c for _, c in known), dtype=np.float32, count=len(known)),
+                complete=len(live) < LIVE_POPULAR_TOP))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
 

@@ -6,7 +6,6 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -14,6 +13,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.serving.holder import ModelHolder
 from app.serving.pipeline import Recommender
+from app.serving.popular import Popularity
 from app.store.redis_store import RedisStore
 
 
@@ -25,9 +25,9 @@ class AppState:
     store: RedisStore
     models: ModelHolder
     metrics: Metrics
-    live_popular: tuple[str, np.ndarray] | None = None  # (model version, item order)
+    live_popular: tuple[str, Popularity] | None = None  # (model version, live order)
 
-    def popular_for(self, version: str) -> np.ndarray | None:
+    def popular_for(self, version: str) -> Popularity | None:
         """The live popularity order, if it was computed for this model's catalogue."""
         if self.live_popular is None or self.live_popular[0] != version:
             return None

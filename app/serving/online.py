@@ -14,6 +14,7 @@ import numpy as np
 
 from app.serving.encode import EMPTY_HISTORY, History
 from app.serving.pipeline import Friends, Query, Recommendation, Recommender, UserState
+from app.serving.popular import Popularity
 from app.store.redis_store import STORE_ERRORS, RedisStore, VectorState, decode_history
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def known_history(rec: Recommender, history: Sequence[tuple[str, float]]) -> His
 
 
 async def recommend(rec: Recommender, store: RedisStore, req: Request,
-                    popular: np.ndarray | None = None) -> Served:
+                    popular: Popularity | None = None) -> Served:
     index = rec.artifacts.catalog.index
     query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
                   exclude=np.fromiter((index[i] for i in req.exclude if i in index), np.int64))

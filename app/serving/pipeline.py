@@ -16,6 +16,7 @@ from app.serving.artifacts import Manifest, ModelArtifacts
 from app.serving.blend import blend
 from app.serving.encode import EMPTY_HISTORY, Encoder, History
 from app.serving.filter import keep
+from app.serving.popular import Popularity
 from app.serving.rerank import rerank
 from app.serving.retrieve import retrieve
 
@@ -98,7 +99,7 @@ class Recommender:
     def __init__(self, artifacts: ModelArtifacts) -> None:
         self.artifacts = artifacts
         self.encoder = Encoder(artifacts.session, artifacts.manifest.max_history)
-        self.popular = np.argsort(-artifacts.popularity, kind="stable").astype(np.int64)
+        self.popular = Popularity.of_counts(artifacts.popularity)
         # Computed once instead of for every request's candidates (bit-identical per row).
         self.item_norms = np.linalg.norm(artifacts.item_vectors, axis=1)
 
@@ -114,7 +115,8 @@ class Recommender:
         return self.encoder(histories)
 
     def recommend(self, user: UserState, query: Query, *, social: bool = True,
-                  rerank_stage: bool = True, popular: np.ndarray | None = None) -> Recommendation:
+                  rerank_stage: bool = True,
+                  popular: Popularity | None = None) -> Recommendation:
         friends = user.friends if social and user.friends is not None else None
         has_friends = friends is not None and len(friends.ids) > 0
         strategy = choose_strategy(len(user.history) > 0, has_friends)
@@ -161,8 +163,12 @@ class Recommender:
                 for t in top.tolist()]
 
     def _fill(self, have: list[Scored], k: int, banned: np.ndarray, allowed: np.ndarray | None,
-              popular: np.ndarray | None) -> list[Scored]:
-        order = self.popular if popular is None else popular
+              popular: Popularity | None) -> list[Scored]:
+        """Popular items after the personal ones, scored as their popularity order says
+        (app.serving.popular), capped at the last personal score: a list's scores never
+        increase."""
+        pop = self.popular if popular is None else popular
+        order = pop.items
         taken = np.concatenate([banned, np.fromiter((s.item for s in have), dtype=np.int64)])
         need = k - len(have)
         # The first `need` qualifying items of `order`: look at a prefix that must hold them
@@ -173,13 +179,15 @@ class Recommender:
             mask = keep(head, taken)
             if allowed is not None:
                 mask &= np.isin(head, allowed)
-            picked = head[mask][:need]
+            picked = np.flatnonzero(mask)[:need]
             if len(picked) >= need or limit >= len(order):
                 break
             limit *= 4
-        pop = self.artifacts.popularity
-        return [Scored(int(i), float(pop[i]) if i < len(pop) else 0.0, popular=True)
-                for i in picked]
+        scores = pop.scores[picked]
+        if have:
+            scores = np.minimum(scores, have[-1].score)
+        return [Scored(int(i), float(s), popular=True)
+                for i, s in zip(order[picked].tolist(), scores.tolist(), strict=True)]
 
     @staticmethod
     def _banned(history: History, query: Query) -> np.ndarray:

@@ -350,9 +350,10 @@ class RedisStore:
         return ReloadNotice(int(raw["generation"]), raw.get("version", ""),
                             raw.get("origin", ""))
 
-    async def popular(self, n: int) -> list[str]:
-        members = await self.client.zrevrange(self.keys.popularity, 0, n - 1)
-        return [_s(i) for i in cast("list[bytes]", members)]
+    async def popular(self, n: int) -> list[tuple[str, float]]:
+        """The `n` items with the most behaviour events logged, with those counts, most first."""
+        members = await self.client.zrevrange(self.keys.popularity, 0, n - 1, withscores=True)
+        return [(_s(i), float(c)) for i, c in cast("list[tuple[bytes, float]]", members)]
 
 
 def _s(value: bytes | str) -> str:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from app.config import Settings
+from tests.conftest import app_client
 from tests.support import data
 
 
@@ -83,6 +89,27 @@ async def test_purchases_move_a_category_up_at_once(client: httpx.AsyncClient,
     assert again.status_code == 202
     assert again.json() == {"accepted": 0, "duplicates": 6}
     assert ids(await get(client, user, k=50)) == ids(after)
+
+
+async def test_popular_lists_show_the_live_counts_they_are_ordered_by(loaded: Settings) -> None:
+    """Once live popularity is read, a cold user's list is in live-count order and shows
+    those counts: the items least popular in training, bought live, lead with their live
+    counts, and no score below is higher."""
+    items = [r["item_id"] for r in json.loads((loaded.artifacts / "items.json").read_text())]
+    least = [items[i] for i in np.argsort(np.load(loaded.artifacts / "popularity.npy"))[:2]]
+    events = [{"event_id": f"hot-{n}", "user_id": f"fan-{n}", "type": "purchase",
+               "item_id": least[n % 2]} for n in range(5)]  # 3 for least[0], 2 for least[1]
+    async with app_client(loaded) as client:
+        assert (await client.post("/events", json={"events": events})).status_code == 202
+    async with app_client(loaded) as client:  # a fresh process reads live popularity at start
+        deadline = time.monotonic() + 10
+        while ids(body := await get(client, "nobody-yet", k=10))[:2] != least:
+            assert time.monotonic() < deadline, "live popularity never read"
+            await asyncio.sleep(0.05)
+    assert body["strategy"] == "popular"
+    scores = [i["score"] for i in body["items"]]
+    assert scores[:2] == [3.0, 2.0]
+    assert scores == sorted(scores, reverse=True)
 
 
 async def test_follow_names_the_friend_who_bought_the_item(client: httpx.AsyncClient,

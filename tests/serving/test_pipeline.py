@@ -27,6 +27,7 @@ from app.serving.pipeline import (  # noqa: E402
     Strategy,
     UserState,
 )
+from app.serving.popular import Popularity  # noqa: E402
 from app.serving.rerank import match, rerank  # noqa: E402
 from app.serving.retrieve import retrieve  # noqa: E402
 
@@ -260,6 +261,40 @@ def test_list_is_k_long_and_filled_from_popularity(toy: Recommender) -> None:
     assert len(_items(toy, state, Query(k=5))) == 5
     assert len(_items(toy, state, Query(k=50))) == 5  # six items, one seen
     # a custom popularity order fills whatever the personal stage leaves
-    order = np.array([4, 5, 3, 2, 1, 0], dtype=np.int64)
+    order = Popularity(np.array([4, 5, 3, 2, 1, 0], dtype=np.int64),
+                       np.array([9, 7, 5, 3, 0, 0], dtype=np.float32))
     rec = toy.recommend(UserState(), Query(k=3, exclude=np.array([5])), popular=order)
     assert [s.item for s in rec.items] == [4, 3, 2]
+
+
+def _scores(rec: Recommender, state: UserState, query: Query,
+            popular: Popularity | None = None) -> list[float]:
+    return [s.score for s in rec.recommend(state, query, popular=popular).items]
+
+
+def test_popular_items_show_the_score_their_order_is_sorted_by(toy: Recommender) -> None:
+    """The live order (i4 most counted live, though least popular in training) shows the live
+    counts; the items nobody engaged with live follow with a live count of 0."""
+    live = toy.popular.with_live(np.array([4, 1]), np.array([5.0, 2.0]), complete=True)
+    rec = toy.recommend(UserState(), Query(k=4), popular=live)
+    assert [(s.item, s.score) for s in rec.items] == [(4, 5.0), (1, 2.0), (3, 0.0), (0, 0.0)]
+    # when only the top of the live counts was read, the rest show the lowest count read
+    top = toy.popular.with_live(np.array([4, 1]), np.array([5.0, 2.0]), complete=False)
+    assert _scores(toy, UserState(), Query(k=3), top) == [5.0, 2.0, 2.0]
+
+
+def test_scores_never_increase_down_a_personal_list_with_popular_fill(
+        toy: Recommender) -> None:
+    """An index that finds fewer candidates than asked for (here it holds i0-i2 only, as an
+    approximate index may miss items): the list is filled from popularity below the personal
+    items, whatever popularity counts are."""
+    partial = faiss.IndexIDMap(faiss.IndexFlatIP(2))
+    partial.add_with_ids(ITEMS[:3], np.arange(3, dtype=np.int64))
+    rec = Recommender(dataclasses.replace(toy.artifacts, index=partial))
+    live = rec.popular.with_live(np.array([5, 4]), np.array([1000.0, 900.0]), complete=True)
+    state = UserState(history=History.of(HISTORIES["alice"]))
+    for popular in (None, live):
+        result = rec.recommend(state, Query(k=5), popular=popular)
+        assert [s.popular for s in result.items] == [False, False, True, True, True]
+        scores = [s.score for s in result.items]
+        assert scores == sorted(scores, reverse=True), scores
