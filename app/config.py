@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     artifacts: Path = Field(Path("model_artifacts/demo"), description="model artifact folder")
     admin_token: str | None = Field(None, description="bearer token for /admin; unset = admin off")
     history_len: int = Field(50, ge=1, le=1000, description="recent events kept per user")
+    seen_len: int = Field(2000, ge=8, le=100_000,
+                          description="items remembered per user to exclude as seen "
+                          "(8 bytes each)")
     dedup_ttl_s: int = Field(24 * 3600, ge=60, description="how long event ids are remembered")
     stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length cap")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")

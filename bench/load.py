@@ -176,12 +176,14 @@ def raw_events(url: str, batch: int, seconds: float, users: list[str], items: li
     from app.config import Settings
     from app.events import event_weight
     from app.store.keys import Keys
-    from app.store.scripts import APPLY_EVENT, LOG_EVENT
+    from app.store.redis_store import Event, event_calls
 
-    s, keys = Settings(), Keys(Settings().key_prefix)
+    s = Settings()
+    keys = Keys(s.key_prefix)
     client = redis.Redis.from_url(url)
-    log_sha, apply_sha = client.script_load(LOG_EVENT), client.script_load(APPLY_EVENT)
-    weight = repr(event_weight("listen", 1.0, type_weights))
+    for call in event_calls(keys, s, Event("-", "-", "listen", item_id="-"), 0.0):
+        client.script_load(call[0].text)
+    weight = event_weight("listen", 1.0, type_weights)
     rng = random.Random(11)
     done = 0
     started = time.perf_counter()
@@ -192,13 +194,10 @@ def raw_events(url: str, batch: int, seconds: float, users: list[str], items: li
         for n in range(batch):
             eid = f"{tag}-{done + n}"
             user, item = users[rng.randrange(len(users))], items[rng.randrange(len(items))]
-            pipe.execute_command("EVALSHA", log_sha, 3, keys.logged(user, eid), keys.events,
-                                 keys.popularity, s.dedup_ttl_s, s.stream_maxlen, eid, user,
-                                 "listen", item, "", "1.0", "")
-            pipe.execute_command("EVALSHA", apply_sha, 4, keys.applied(user, eid),
-                                 keys.history(user), keys.friends(user), keys.vector(user),
-                                 s.dedup_ttl_s, "listen", item, "", "1.0", weight,
-                                 repr(now + n * 1e-6), s.history_len)
+            event = Event(eid, user, "listen", item_id=item, value=1.0, weight=weight)
+            for script, script_keys, args in event_calls(keys, s, event, now + n * 1e-6):
+                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys,
+                                     *args)
         replies = pipe.execute()
         if not all(r == 1 for r in replies):
             raise RuntimeError("a raw EVALSHA did not apply its event")

@@ -18,8 +18,8 @@ BATCH_USERS = 500
 
 def load_into_redis(artifact_dir: Path, data_dir: Path, redis_url: str | None = None,
                     settings: Settings | None = None, progress: bool = True) -> int:
-    """Write every user's recent history (capped, recency preserved) and friends in pipelined
-    batches, weighing events as the service does. Existing keys of the same users are
+    """Write every user's recent history (capped, recency preserved), seen set and friends in
+    pipelined batches, weighing events as the service does. Existing keys of the same users are
     replaced, so loading twice is harmless. Returns the number of users written."""
     settings = settings or Settings()
     manifest = read_manifest(artifact_dir)
@@ -30,8 +30,7 @@ def load_into_redis(artifact_dir: Path, data_dir: Path, redis_url: str | None = 
         with tqdm(total=data.n_users, desc="load users", disable=not progress) as bar:
             for start in range(0, data.n_users, BATCH_USERS):
                 batch = range(start, min(start + BATCH_USERS, data.n_users))
-                replace_users(client, keys, [_snapshot(data, u) for u in batch],
-                              settings.history_len)
+                replace_users(client, keys, [_snapshot(data, u) for u in batch], settings)
                 bar.update(len(batch))
     finally:
         client.close()

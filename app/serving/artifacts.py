@@ -18,6 +18,8 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.store.seen import TagIndex
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENCODER_INPUTS = ("item_ids", "item_weights")
@@ -90,6 +92,11 @@ class ItemCatalog:
                    categories=[r.get("category", "") for r in records])
 
     @cached_property
+    def tags(self) -> TagIndex:
+        """The items' compact ids in the store's seen sets, to read those sets."""
+        return TagIndex(self.ids)
+
+    @cached_property
     def by_category(self) -> dict[str, np.ndarray]:
         """category → its item indices (ascending), built once on first use."""
         groups: dict[str, list[int]] = {}
@@ -143,9 +150,10 @@ class ModelArtifacts:
         if "k_factor" in manifest.index.params and hasattr(index, "k_factor"):
             index.k_factor = float(manifest.index.params["k_factor"])
         vectors = stored_vectors(index)
+        catalog = ItemCatalog.from_records(records)
+        catalog.tags  # noqa: B018 -- built here, during loading, not on the first request
         return cls(folder=folder, manifest=manifest, session=session, index=index,
-                   item_vectors=vectors, catalog=ItemCatalog.from_records(records),
-                   popularity=popularity.astype(np.float32))
+                   item_vectors=vectors, catalog=catalog, popularity=popularity.astype(np.float32))
 
 
 class _IndexMemory:

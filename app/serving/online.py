@@ -59,22 +59,23 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
 
 
 async def _user_state(rec: Recommender, store: RedisStore, user_id: str) -> UserState:
-    raw, ties, entry = await store.user_raw(user_id, rec.version,
-                                            rec.manifest.blend.max_friends)
-    friends = await _friends(rec, store, [f for f, _ in ties],
-                             np.asarray([w for _, w in ties], dtype=np.float32))
-    if entry is not None:
+    raw = await store.user_raw(user_id, rec.version, rec.manifest.blend.max_friends)
+    friends = await _friends(rec, store, [f for f, _ in raw.friends],
+                             np.asarray([w for _, w in raw.friends], dtype=np.float32))
+    seen = rec.artifacts.catalog.tags.indices(raw.seen)
+    if raw.entry is not None:
         # the cached entry carries the known history it was encoded from: nothing to parse
+        entry = raw.entry
         return UserState(history=History(entry.items, entry.weights), friends=friends,
-                         vector=entry.vector)
-    read = decode_history(raw)
+                         vector=entry.vector, seen=seen)
+    read = decode_history(raw.history)
     history = known_history(rec, read)
     vector = None
     if len(history):
         vector = rec.encode([history])[0]
         await _cache_quietly(store, {user_id: VectorState(vector, history.items,
                                                           history.weights, read)}, rec.version)
-    return UserState(history=history, friends=friends, vector=vector)
+    return UserState(history=history, friends=friends, vector=vector, seen=seen)
 
 
 async def _friends(rec: Recommender, store: RedisStore, ids: list[str],

@@ -62,6 +62,8 @@ class UserState:
     history: History = EMPTY_HISTORY
     friends: Friends | None = None
     vector: np.ndarray | None = None  # the user's own vector when the caller has it cached
+    # items engaged with before the recent history (its window is short), excluded as seen
+    seen: np.ndarray = field(default_factory=lambda: NO_ITEMS)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Recommender:
         friends = user.friends if social and user.friends is not None else None
         has_friends = friends is not None and len(friends.ids) > 0
         strategy = choose_strategy(len(user.history) > 0, has_friends)
-        banned = self._banned(user.history, query)
+        banned = self._banned(user, query)
         allowed = self._allowed(query.categories)
         scored: list[Scored] = []
         if strategy is not Strategy.POPULAR:
@@ -190,9 +192,9 @@ class Recommender:
                 for i, s in zip(order[picked].tolist(), scores.tolist(), strict=True)]
 
     @staticmethod
-    def _banned(history: History, query: Query) -> np.ndarray:
-        seen = history.items if query.exclude_seen else NO_ITEMS
-        return np.unique(np.concatenate([seen, query.exclude.astype(np.int64)]))
+    def _banned(user: UserState, query: Query) -> np.ndarray:
+        seen = [user.history.items, user.seen] if query.exclude_seen else []
+        return np.unique(np.concatenate([*seen, query.exclude.astype(np.int64)]))
 
     def _allowed(self, categories: frozenset[str]) -> np.ndarray | None:
         if not categories:

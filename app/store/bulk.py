@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster
 
 from app.store.keys import Keys
 from app.store.redis_store import StoreSettings, history_entry
+from app.store.seen import item_tag
 
 LOG_PAGE = 5000
 
@@ -38,20 +39,24 @@ class UserSnapshot:
     """A user's whole state as bootstrapped from a dataset."""
 
     user_id: str
-    history: Sequence[tuple[str, float]]  # (item_id, weight), most recent first
+    history: Sequence[tuple[str, float]]  # (item_id, weight), one per item, most recent first
     friends: Sequence[tuple[str, float]]  # (friend_id, tie weight)
 
 
 def replace_users(client: redis.Redis | RedisCluster, keys: Keys,
-                  users: Sequence[UserSnapshot], history_len: int) -> None:
-    """Replace these users' history (the `history_len` most recent), friends and cached vector
-    in one pipeline: writing the same users twice leaves the same state."""
+                  users: Sequence[UserSnapshot], settings: StoreSettings) -> None:
+    """Replace these users' history (the `history_len` most recent items), seen set (the
+    `seen_len` most recent), friends and cached vector in one pipeline: writing the same users
+    twice leaves the same state."""
     pipe = client.pipeline(transaction=False)
     for user in users:
         u = user.user_id
-        for key in (keys.history(u), keys.friends(u), keys.vector(u)):
+        for key in (keys.history(u), keys.friends(u), keys.vector(u), keys.seen(u)):
             pipe.delete(key)
-        history = user.history[:history_len]
+        if user.history:
+            pipe.set(keys.seen(u), b"".join(
+                item_tag(item) for item, _ in reversed(user.history[:settings.seen_len])))
+        history = user.history[:settings.history_len]
         if history:
             # Dataset order becomes recency n..1 (older than any live event's unix time).
             n = len(history)

@@ -23,6 +23,11 @@ class Keys:
         encoded from (app.store.redis_store.encode_state)."""
         return f"{self.prefix}:{{u:{user_id}}}:vec"
 
+    def seen(self, user_id: str) -> str:
+        """STRING of 8-byte item tags (app.store.seen), oldest first: every item the user had
+        behaviour with, bounded far beyond the history, for excluding seen items."""
+        return f"{self.prefix}:{{u:{user_id}}}:seen"
+
     def applied(self, user_id: str, event_id: str) -> str:
         """Marker (with a TTL): this user's event already changed the user's state. In the
         user's slot so the check and the writes are one atomic script."""

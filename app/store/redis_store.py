@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from app.store.keys import Keys
 from app.store.scripts import APPLY_EVENT, LOG_EVENT, PUBLISH_RELOAD
+from app.store.seen import item_tag
 
 VECTOR_TTL_S = 7 * 24 * 3600
 # What a failing or unreachable Redis raises through this store: callers degrade or answer 503.
@@ -42,6 +43,8 @@ class StoreSettings(Protocol):
     def key_prefix(self) -> str: ...
     @property
     def history_len(self) -> int: ...
+    @property
+    def seen_len(self) -> int: ...
     @property
     def dedup_ttl_s(self) -> int: ...
     @property
@@ -77,6 +80,17 @@ class UserRecord:
     history: list[tuple[str, float]]  # (item_id, weight), most recent first
     friends: list[tuple[str, float]]  # (friend_id, tie weight)
     vector: np.ndarray | None  # cached own vector for the current model, if any
+
+
+@dataclass(frozen=True, slots=True)
+class RawUser:
+    """A user's state as read: the history HASH unparsed (a caller whose cached entry carries
+    the history need not parse it), the cached entry, the seen set's tags (app.store.seen)."""
+
+    history: dict[Any, Any]
+    friends: list[tuple[str, float]]  # (friend_id, tie weight), strongest first
+    entry: CachedVector | None
+    seen: bytes
 
 
 def history_entry(weight: float, recency: float) -> str:
@@ -193,6 +207,22 @@ _APPLY = _Script.of(APPLY_EVENT)
 ScriptCall = tuple[_Script, list[str], list[Any]]
 
 
+def event_calls(keys: Keys, settings: StoreSettings, e: Event,
+                recency: float) -> list[ScriptCall]:
+    """The two script calls (log, then apply) that store one event: keys and arguments."""
+    value = "" if e.value is None else repr(e.value)
+    s = settings
+    return [
+        (_LOG, [keys.logged(e.user_id, e.event_id), keys.events, keys.popularity],
+         [s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type, e.item_id or "",
+          e.friend_id or "", value, "" if e.timestamp is None else repr(e.timestamp)]),
+        (_APPLY, [keys.applied(e.user_id, e.event_id), keys.history(e.user_id),
+                  keys.friends(e.user_id), keys.vector(e.user_id), keys.seen(e.user_id)],
+         [s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value, repr(e.weight),
+          repr(recency), s.history_len, item_tag(e.item_id or ""), s.seen_len]),
+    ]
+
+
 class RedisStore:
     def __init__(self, client: aioredis.Redis | RedisCluster, settings: StoreSettings) -> None:
         self.client = client
@@ -221,22 +251,20 @@ class RedisStore:
                 raise answer
 
     async def user(self, user_id: str, version: str, max_friends: int) -> UserRecord:
-        hist, friends, entry = await self.user_raw(user_id, version, max_friends)
-        return UserRecord(history=decode_history(hist), friends=friends,
-                          vector=None if entry is None else entry.vector)
+        raw = await self.user_raw(user_id, version, max_friends)
+        return UserRecord(history=decode_history(raw.history), friends=raw.friends,
+                          vector=None if raw.entry is None else raw.entry.vector)
 
-    async def user_raw(self, user_id: str, version: str, max_friends: int) -> tuple[
-            dict[Any, Any], list[tuple[str, float]], CachedVector | None]:
-        """`user` in one round trip, with the history HASH left unparsed (callers whose cached
-        entry carries the history need not parse it) and the whole cached entry. Friends are
-        the `max_friends` strongest ties."""
+    async def user_raw(self, user_id: str, version: str, max_friends: int) -> RawUser:
+        """A user's state in one round trip; friends are the `max_friends` strongest ties."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.history(user_id))
             pipe.hgetall(self.keys.friends(user_id))
             pipe.get(self.keys.vector(user_id))
-            hist, friends, vec = await pipe.execute()
+            pipe.get(self.keys.seen(user_id))
+            hist, friends, vec, seen = await pipe.execute()
         ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=lambda fw: -fw[1])
-        return hist, ties[:max_friends], decode_state(vec, version)
+        return RawUser(hist, ties[:max_friends], decode_state(vec, version), seen or b"")
 
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> list[CachedVector | None]:
@@ -290,23 +318,12 @@ class RedisStore:
         """Log and apply events; True where applied now, False where the event id had been
         applied before. Raises on any Redis failure — callers answer 503 and the client's retry
         of the same batch is safe (see app.store.scripts)."""
-        s, now = self._settings, time.time()
+        now = time.time()
         calls: list[ScriptCall] = []
         for n, e in enumerate(events):
             # Batch order breaks ties between events without a timestamp.
             recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
-            value = "" if e.value is None else repr(e.value)
-            calls.append((_LOG, [
-                self.keys.logged(e.user_id, e.event_id), self.keys.events, self.keys.popularity], [
-                s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type,
-                e.item_id or "", e.friend_id or "", value,
-                "" if e.timestamp is None else repr(e.timestamp)]))
-            calls.append((_APPLY, [
-                self.keys.applied(e.user_id, e.event_id), self.keys.history(e.user_id),
-                self.keys.friends(e.user_id), self.keys.vector(e.user_id)], [
-                s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value,
-                repr(e.weight), repr(recency),
-                s.history_len]))
+            calls += event_calls(self.keys, self._settings, e, recency)
         results = await self._run_scripts(calls)
         return [bool(r) for r in results[1::2]]
 

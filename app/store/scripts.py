@@ -4,7 +4,7 @@ own and each confined to one hash slot (so the same code runs on Redis Cluster):
 1. LOG_EVENT, in the `{log}` slot: remember the event, append to the stream, count
    popularity — all or nothing.
 2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event, update history or friends,
-   drop the cached vector — all or nothing.
+   add the item to the seen set, drop the cached vector — all or nothing.
 
 Both remember an event by the same pair, (user id, event id) (app.store.keys `logged` and
 `applied`): an event id is unique per user, so the two steps always agree on which events are
@@ -29,8 +29,9 @@ return 1
 """
 
 APPLY_EVENT = """
--- KEYS: seen marker, history, friends, vector
--- ARGV: dedup_ttl, type, item_id, friend_id, value, weight, recency, history_cap
+-- KEYS: applied marker, history, friends, vector, seen set
+-- ARGV: dedup_ttl, type, item_id, friend_id, value, weight, recency, history_cap, item tag
+--       (8 bytes), seen_cap
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
@@ -61,6 +62,28 @@ if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[8]) then
     if at < oldest_at then oldest, oldest_at = entries[i], at end
   end
   redis.call('HDEL', KEYS[2], oldest)
+end
+-- The seen set: tags in first-seen order, each once (a match must start on a tag boundary).
+local seen, tag = redis.call('GET', KEYS[5]), ARGV[9]
+local known = false
+if seen then
+  local at = 1
+  while not known do
+    local pos = string.find(seen, tag, at, true)
+    if not pos then break end
+    known = pos % 8 == 1
+    at = pos + 1
+  end
+end
+if not known then
+  local cap = tonumber(ARGV[10])
+  if seen and #seen >= cap * 8 then
+    -- full: drop the oldest eighth at once, so the set is rewritten once per cap/8 new items
+    local drop = math.max(1, math.floor(cap / 8))
+    redis.call('SET', KEYS[5], string.sub(seen, drop * 8 + 1) .. tag)
+  else
+    redis.call('APPEND', KEYS[5], tag)
+  end
 end
 redis.call('DEL', KEYS[4])
 return 1

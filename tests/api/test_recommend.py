@@ -112,6 +112,25 @@ async def test_popular_lists_show_the_live_counts_they_are_ordered_by(loaded: Se
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_exclude_seen_remembers_far_beyond_the_history(
+        client: httpx.AsyncClient, loaded: Settings, synth_dir: Path) -> None:
+    """The history keeps the 50 most recent items for the encoder; everything a user engaged
+    with before stays excluded, whether `socialrec load` wrote it or live events did."""
+    hist = data.histories(synth_dir)
+    heavy = max(sorted(hist), key=lambda u: len(hist[u]))
+    assert len(hist[heavy]) > loaded.history_len
+    assert not set(ids(await get(client, heavy, k=100))) & hist[heavy]
+
+    # a shopper buys 120 items, first the ones recommended to them
+    catalogue = sorted(data.item_categories(synth_dir))
+    first = ids(await get(client, "shopper", k=100))
+    bought = first + [i for i in catalogue if i not in first][:20]
+    events = [{"event_id": f"b{n}", "user_id": "shopper", "type": "purchase", "item_id": i,
+               "timestamp": 1.7e9 + n} for n, i in enumerate(bought)]
+    assert (await client.post("/events", json={"events": events})).status_code == 202
+    assert not set(ids(await get(client, "shopper", k=100))) & set(bought)
+
+
 async def test_follow_names_the_friend_who_bought_the_item(client: httpx.AsyncClient,
                                                           synth_dir: Path) -> None:
     cats = data.item_categories(synth_dir)

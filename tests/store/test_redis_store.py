@@ -16,7 +16,9 @@ from app.config import Settings
 from app.offline.dataset import read_interactions
 from app.offline.events_export import export_events
 from app.offline.load import load_into_redis
-from app.store.redis_store import Event, RedisStore, VectorState, connect
+from app.store.redis_store import Event, RedisStore, VectorState, connect, event_calls
+from app.store.seen import item_tag
+from tests.support import data
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -24,8 +26,8 @@ def store_settings(request: pytest.FixtureRequest, redis_url: str, key_prefix: s
     """Every test here runs against a single Redis and against a Redis Cluster."""
     if request.param == "cluster":
         return Settings(redis_url=request.getfixturevalue("redis_cluster_url"),
-                        redis_cluster=True, key_prefix=key_prefix, history_len=3)
-    return Settings(redis_url=redis_url, key_prefix=key_prefix, history_len=3)
+                        redis_cluster=True, key_prefix=key_prefix, history_len=3, seen_len=8)
+    return Settings(redis_url=redis_url, key_prefix=key_prefix, history_len=3, seen_len=8)
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ async def test_events_apply_exactly_once(store: RedisStore) -> None:
     assert await store.apply([view(2), view(3)]) == [False, True]
     log = await store.client.xrange(store.keys.events)
     assert [f[b"event_id"] for _, f in log] == [b"e1", b"e2", b"e3"]
-    assert sorted(await store.popular(10)) == ["i1", "i2", "i3"]
+    assert sorted(await store.popular(10)) == [("i1", 1.0), ("i2", 1.0), ("i3", 1.0)]
 
 
 async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStore) -> None:
@@ -58,6 +60,23 @@ async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStor
     user = await store.user("u", "v1", FRIENDS)
     assert [i for i, _ in user.history] == ["i5", "i4", "i3"]
     assert dict(user.history)["i5"] == pytest.approx(1.0 + 8.0)
+
+
+def tags(*items: str) -> bytes:
+    return b"".join(item_tag(i) for i in items)
+
+
+async def test_the_seen_set_outlives_the_history_and_is_bounded(store: RedisStore) -> None:
+    """The history keeps 3 items, the seen set up to 8 (seen_len), each item once, oldest
+    first; when full, the oldest eighth (here one) goes."""
+    await store.apply([view(n) for n in range(1, 8)])
+    await store.apply([view(20, item="i2"), Event("f", "u", "follow", friend_id="w")])
+    raw = await store.user_raw("u", "v", FRIENDS)
+    assert len(raw.history) == 3
+    assert raw.seen == tags(*(f"i{n}" for n in range(1, 8)))
+    await store.apply([view(8), view(9)])
+    assert (await store.user_raw("u", "v", FRIENDS)).seen == tags(
+        *(f"i{n}" for n in range(2, 10)))
 
 
 async def test_follow_and_unfollow(store: RedisStore) -> None:
@@ -102,28 +121,37 @@ async def test_events_export_round_trips(store: RedisStore, store_settings: Sett
 
 async def test_bootstrap_loads_histories_and_friends(artifacts_dir: Path, synth_dir: Path,
                                                      store_settings: Settings) -> None:
-    settings = store_settings.model_copy(update={"artifacts": artifacts_dir, "history_len": 50})
+    settings = store_settings.model_copy(update={"artifacts": artifacts_dir, "history_len": 50,
+                                                 "seen_len": 2000})
     n = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
     assert n > 0
     again = load_into_redis(artifacts_dir, synth_dir, settings=settings, progress=False)
     assert again == n
+    items = data.histories(synth_dir)
+    heavy = max(sorted(items), key=lambda u: len(items[u]))
     s = RedisStore(connect(settings), settings)
     user = await s.user("u0001", "v", FRIENDS)
+    raw = await s.user_raw(heavy, "v", FRIENDS)
     await s.close()
     assert 0 < len(user.history) <= settings.history_len
     assert user.friends
+    assert len(raw.history) == settings.history_len < len(items[heavy])
+    tagged = [raw.seen[n: n + 8] for n in range(0, len(raw.seen), 8)]
+    assert sorted(tagged) == sorted(item_tag(i) for i in items[heavy]), "every item, once"
 
 
-async def test_retry_after_a_half_applied_event_completes_it_once(store: RedisStore) -> None:
+async def run_step(store: RedisStore, settings: Settings, event: Event, step: int) -> None:
+    """One of the two scripts that store `event` (0 log, 1 apply), as `apply` sends it."""
+    script, keys, args = event_calls(store.keys, settings, event, 1.0)[step]
+    await store.client.eval(script.text, len(keys), *keys, *args)
+
+
+async def test_retry_after_a_half_applied_event_completes_it_once(
+        store: RedisStore, store_settings: Settings) -> None:
     """A crash after the log step and before the state step: the retry applies the state and
     does not log twice."""
-    from app.store.scripts import LOG_EVENT
-
     event = view(7)
-    await store.client.eval(LOG_EVENT, 3, store.keys.logged("u", event.event_id),
-                            store.keys.events,
-                            store.keys.popularity, 60, 1000, event.event_id, event.user_id,
-                            event.type, event.item_id, "", "", "")
+    await run_step(store, store_settings, event, 0)
     assert (await store.user("u", "v", FRIENDS)).history == []
     assert await store.apply([event]) == [True]
     assert await store.apply([event]) == [False]
@@ -147,15 +175,11 @@ async def test_an_event_id_is_unique_per_user_in_both_steps(store: RedisStore) -
 
 
 async def test_retry_after_an_applied_but_unlogged_event_logs_it_once(
-        store: RedisStore) -> None:
+        store: RedisStore, store_settings: Settings) -> None:
     """A failure of the log step after the state step (the log's node down): the retry logs
     the event and does not apply it twice."""
-    from app.store.scripts import APPLY_EVENT
-
     event, keys = view(8), store.keys
-    await store.client.eval(APPLY_EVENT, 4, keys.applied("u", event.event_id),
-                            keys.history("u"), keys.friends("u"), keys.vector("u"), 60,
-                            "view", "i8", "", "", "1.0", "1.0", 3)
+    await run_step(store, store_settings, event, 1)
     assert await store.client.xlen(keys.events) == 0
     assert await store.apply([event]) == [False], "applied before: counted as a duplicate"
     assert await store.apply([event]) == [False]

@@ -19,6 +19,7 @@ from app.store.redis_store import (
     decode_state,
     encode_state,
 )
+from app.store.seen import item_tag
 
 VECTOR = np.arange(5, dtype=np.float32) / 7
 ITEMS = np.array([4, 1, 3], dtype=np.int64)
@@ -92,5 +93,6 @@ async def test_histories_and_user_raw(store: RedisStore) -> None:
                        Event("f", "a", "follow", friend_id="b", value=0.5)])
     assert [[i for i, _ in h] for h in await store.histories(["a", "ghost"])] == [
         ["i2", "i1"], []]
-    raw, friends, entry = await store.user_raw("a", "m-1", 10)
-    assert len(raw) == 2 and friends == [("b", 0.5)] and entry is None
+    raw = await store.user_raw("a", "m-1", 10)
+    assert len(raw.history) == 2 and raw.friends == [("b", 0.5)] and raw.entry is None
+    assert raw.seen == b"".join(item_tag(i) for i in ("i1", "i2"))
