@@ -46,33 +46,38 @@ async def test_recommend_and_events_on_a_cluster(cluster_settings: Settings, syn
         events = [{"event_id": f"c{n}", "user_id": f"cl-{n % 7}", "type": "purchase",
                    "item_id": f"p{n:05d}"} for n in range(50)]
         events += [{"event_id": "cf", "user_id": "cl-new", "type": "follow",
-                    "friend_id": user}]
+                    "friend_id": user},
+                   # an id another user used too: another event, in another slot
+                   {"event_id": "c1", "user_id": "cl-new", "type": "view", "item_id": "p00007"}]
         first = await client.post("/events", json={"events": events})
         again = await client.post("/events", json={"events": events})
-        assert first.json() == {"accepted": 51, "duplicates": 0}
-        assert again.json() == {"accepted": 0, "duplicates": 51}
+        assert first.json() == {"accepted": 52, "duplicates": 0}
+        assert again.json() == {"accepted": 0, "duplicates": 52}
 
         view = (await client.get("/users/cl-3")).json()
         assert sorted(h["item_id"] for h in view["history"]) == sorted(
             e["item_id"] for e in events[:50] if e["user_id"] == "cl-3")
-        cold = (await client.get("/recommend/cl-new", params={"k": 10})).json()
-        assert cold["strategy"] == "social_cold_start" and cold["degraded"] is False
+        new = (await client.get("/recommend/cl-new", params={"k": 10})).json()
+        assert new["strategy"] == "personal_social" and new["degraded"] is False
+        assert "p00007" not in [i["item_id"] for i in new["items"]], "excluded as seen"
 
     keys = Keys(cluster_settings.key_prefix)
     nodes = redis.cluster.RedisCluster.from_url(cluster_settings.redis_url)
     try:
-        assert nodes.xlen(keys.events) == 51
+        assert nodes.xlen(keys.events) == 52
         # The log, its markers and popularity share one slot; each user's keys share another.
-        assert nodes.keyslot(keys.events) == nodes.keyslot(keys.popularity) == nodes.keyslot(
-            keys.logged("cl-1", "c1"))
+        assert len({nodes.keyslot(k) for k in (keys.events, keys.popularity,
+                                               keys.logged("cl-1", "c1"),
+                                               keys.logged("cl-new", "c1"))}) == 1
         assert len({nodes.keyslot(keys.history(f"cl-{n}")) for n in range(7)}) > 1
     finally:
         nodes.close()
 
     out = tmp_path / "interactions.csv"
-    assert export_events(out, settings=cluster_settings, progress=False) == (50, 1)
+    assert export_events(out, settings=cluster_settings, progress=False) == (51, 1)
     with out.open() as fh:
-        assert [r["event_id"] for r in csv.DictReader(fh)] == [f"c{n}" for n in range(50)]
+        assert [(r["user_id"], r["event_id"]) for r in csv.DictReader(fh)] == [
+            (f"cl-{n % 7}", f"c{n}") for n in range(50)] + [("cl-new", "c1")]
 
 
 @pytest.fixture
