@@ -276,7 +276,7 @@ async def demo_client(redis_url: str, key_prefix: str,
     from asgi_lifespan import LifespanManager
 
     from app.main import create_app
-    from app.store.bootstrap import load_into_redis
+    from app.offline.load import load_into_redis
 
     settings = Settings(redis_url=redis_url, key_prefix=key_prefix, artifacts=DEMO,
                         admin_token=admin_token)
