@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, status
 from app.api.deps import AdminDep, StateDep
 from app.api.schemas import Problem, Reloaded
 from app.serving.artifacts import ArtifactError
-from app.serving.online import STORE_ERRORS
+from app.store.redis_store import STORE_ERRORS
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 log = logging.getLogger(__name__)
