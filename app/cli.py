@@ -16,6 +16,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# faiss announces at INFO which build it loaded: noise in front of a command's output.
+QUIET_LOGGERS = ("faiss.loader",)
+
 
 def _synth(args: argparse.Namespace) -> int:
     from app.offline.synth import write_synthetic_dataset
@@ -124,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     with _shared_metrics_dir(args.workers):
         config = uvicorn.Config("app.main:create_app", factory=True, host=args.host,
                                 port=args.port, workers=args.workers, log_level="info",
-                                access_log=False)
+                                access_log=False, log_config=_serve_logging())
         if config.workers == 1:
             server = uvicorn.Server(config)
             server.run()
@@ -135,6 +139,21 @@ def _serve(args: argparse.Namespace) -> int:
         supervisor.run()
         failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
         return STARTUP_FAILURE if failed else 0
+
+
+def _serve_logging() -> dict[str, Any]:
+    """uvicorn's logging plus the service's own loggers, as `main` sets them up: applied in
+    every worker process, which does not inherit this process's logging set-up."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return {**LOGGING_CONFIG,
+            "formatters": {**LOGGING_CONFIG["formatters"], "app": {"format": LOG_FORMAT}},
+            "handlers": {**LOGGING_CONFIG["handlers"],
+                         "app": {"class": "logging.StreamHandler", "formatter": "app",
+                                 "stream": "ext://sys.stderr"}},
+            "loggers": {**LOGGING_CONFIG["loggers"],
+                        **{name: {"level": "WARNING"} for name in QUIET_LOGGERS}},
+            "root": {"handlers": ["app"], "level": "INFO"}}
 
 
 @contextlib.contextmanager
@@ -237,9 +256,9 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # faiss announces at INFO which build it loaded: noise in front of a command's output.
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Training flags need the training extra; every other command works without PyTorch.
     args = build_parser(with_train_flags=bool(argv) and argv[0] == "train").parse_args(argv)
     try:

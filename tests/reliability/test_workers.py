@@ -84,6 +84,10 @@ def test_a_reload_reaches_both_workers_and_a_refused_one_neither(
     took = wait_for(lambda: set(served_versions(server).values()) == {new}, within=RELOAD_REACH_S)
     print(f"both workers serve {new} {took:.2f} s after the reload answered")
     assert readyz_versions(server) == {new}
+    # Each worker logs what it did, in the service's log format.
+    log = server.log_path.read_text()
+    assert log.count(f"app.api.routes.admin model reloaded: {next(iter(old))} -> {new}") == 1
+    assert log.count(f"app.main followed a reload to model {new}") == 1
 
     (folder / "items.faiss").write_bytes(b"corrupted")
     refused = httpx.post(server.url + "/admin/reload", headers=AUTH, timeout=30.0)
