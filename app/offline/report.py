@@ -27,16 +27,23 @@ COLORS = {"full": "#2f6fde", "no_social": "#d9822b", "no_rerank": "#7a7f8c"}
 BASELINE_COLORS = ("#0f7b55", "#b54708", "#7a2ed6", "#667085")
 
 
+Baselines = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
 def write_report(report: Mapping[str, Any], out_dir: Path, ks: tuple[int, ...],
                  about: Mapping[str, str] | None = None,
-                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+                 baselines: Baselines | None = None) -> Path:
     """Write `out_dir/report.html`; `ks` are the cut-offs the user asked for (the largest is
-    the one the sections quote), `about` is shown as a header table, `baselines` are other
-    recommenders' metrics (same keys as `report["full"]`) to draw beside ours."""
+    the one the sections quote), `about` is shown as a header table. `baselines` are other
+    recommenders ranked on the same users, by name: `{"all": metrics}` on every test user (same
+    keys as `report["full"]`) and, when they ran the truncated-history protocol, `{"0": …,
+    "1": …}` per number of known items."""
     out_dir.mkdir(parents=True, exist_ok=True)
     k = max(ks)
-    sections = [_curves(report, baselines or {}), _buckets(report, k),
-                _truncated(report, k), _coverage(report, k), _cold(report, k)]
+    baselines = baselines or {}
+    sections = [_curves(report, {name: b["all"] for name, b in baselines.items() if "all" in b}),
+                _buckets(report, k), _truncated(report, k, baselines), _coverage(report, k),
+                _cold(report, k)]
     path = out_dir / REPORT_FILE
     path.write_text(_page(report, about or {}, [s for s in sections if s]), encoding="utf-8")
     return path
@@ -174,7 +181,7 @@ def _buckets(report: Mapping[str, Any], k: int) -> str:
                     "per-bucket gains of the social stages", _table(header, rows))
 
 
-def _truncated(report: Mapping[str, Any], k: int) -> str:
+def _truncated(report: Mapping[str, Any], k: int, baselines: Baselines) -> str:
     truncated = report.get("truncated")
     if not truncated:
         return ""
@@ -186,6 +193,11 @@ def _truncated(report: Mapping[str, Any], k: int) -> str:
         for name, label in (("full", "with friends"), ("no_social", "without friends")):
             ax.plot(xs, [truncated[n][name][key] for n in ns], marker="o", label=label,
                     color=COLORS[name], linestyle="-" if name == "full" else "--")
+        for b, (name, runs) in enumerate(baselines.items()):
+            points = [(int(n), runs[n][key]) for n in ns if n in runs and key in runs[n]]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="s", label=name, linestyle=":",
+                        color=BASELINE_COLORS[b % len(BASELINE_COLORS)])
         gains = [truncated[n].get("social_gain", {}).get(key) for n in ns]
         if all(gains):
             low = [truncated[n]["no_social"][key] + g["low"] for n, g in zip(ns, gains,

@@ -51,7 +51,9 @@ def images(page: str) -> list[str]:
 
 def test_every_section_is_an_embedded_image(tmp_path: Path) -> None:
     path = write_report(a_report(), tmp_path / "out", KS, about={"model": "m-test"},
-                        baselines={"implicit ALS": metrics(0.8, (1, 5, 10, 20, 50))})
+                        baselines={"implicit ALS": {"all": metrics(0.8, (1, 5, 10, 20, 50)),
+                                                    "1": metrics(0.4), "5": metrics(0.6)},
+                                   "most popular": {"all": metrics(0.3)}})
     page = path.read_text(encoding="utf-8")
     assert path == tmp_path / "out" / "report.html"
     sources = images(page)
