@@ -14,7 +14,7 @@ MAX_EVENTS = 1000
 
 
 class Reason(BaseModel):
-    kind: Literal["friends_engaged", "similar_to_history", "popular"]
+    kind: Literal["friends_engaged", "friends_taste", "similar_to_history", "popular"]
     friends: list[str] | None = None
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.events import ID_RE, event_weight
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,16 @@ class Dataset:
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+
+def item_counts(histories: list[list[tuple[int, float]]], n_items: int) -> np.ndarray:
+    """How many users interacted with each item (float32, one entry per item index): the
+    popularity ranking and the model's popularity feature."""
+    counts = np.zeros(n_items, dtype=np.float32)
+    for history in histories:
+        if history:
+            np.add.at(counts, [i for i, _ in history], 1.0)
+    return counts
 
 
 def _check_id(value: str, column: str) -> str:

@@ -2,6 +2,11 @@
 
 Every test user is ranked by `Recommender.recommend` — the code the HTTP service runs — with the
 user's whole train set excluded; ablations switch the social stages or the rerank off.
+
+The truncated-history protocol measures the users a shop has most of: every test user with at
+least `max(TRUNCATED)` train items is ranked again knowing only n of them (a seeded random
+choice, the same for every variant and nested across n), friends unchanged, all train items
+still excluded. n = 0 is a friends-only user.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "no_rerank": {"social": True, "rerank_stage": False},
 }
 POPULAR_SHARE = 0.01  # "the most popular items" of the popularity-bias measure: the top 1 %
+TRUNCATED: tuple[int, ...] = (0, 1, 2, 3, 5)
+TRUNCATION_SEED = 0
+BOOTSTRAP_SAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -35,47 +43,91 @@ class UserRanking:
     relevant: set[int]
 
 
+def per_user(rankings: Iterable[UserRanking], k: int) -> dict[str, np.ndarray]:
+    """Recall, NDCG, Precision and HitRate at `k` of each user, in ranking order — the one
+    implementation of the metric definitions (means, bootstraps and the trainer's validation
+    all read it)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    rows = []
+    for r in rankings:
+        top = r.ranked[:k]
+        hits = np.fromiter((i in r.relevant for i in top), dtype=bool, count=len(top))
+        n_hit = int(hits.sum())
+        idcg = discounts[: min(k, len(r.relevant))].sum()
+        rows.append((n_hit / len(r.relevant), float(discounts[: len(top)][hits].sum()) / idcg,
+                     n_hit / k, float(n_hit > 0)))
+    table = np.asarray(rows, dtype=np.float64).reshape(len(rows), 4)
+    return {f"{name}@{k}": table[:, c]
+            for c, name in enumerate(("recall", "ndcg", "precision", "hitrate"))}
+
+
 def metrics_at(rankings: Iterable[UserRanking], ks: Iterable[int],
                n_items: int) -> dict[str, float]:
     """Recall, NDCG, Precision, HitRate averaged over users, and catalogue coverage, at each K."""
     rankings = list(rankings)
     out: dict[str, float] = {}
     for k in ks:
-        rec = ndcg = prec = hit = 0.0
-        shown: set[int] = set()
-        discounts = 1.0 / np.log2(np.arange(2, k + 2))
-        for r in rankings:
-            top = r.ranked[:k]
-            shown.update(top)
-            hits = np.fromiter((i in r.relevant for i in top), dtype=bool, count=len(top))
-            n_hit = int(hits.sum())
-            rec += n_hit / len(r.relevant)
-            prec += n_hit / k
-            hit += n_hit > 0
-            idcg = discounts[: min(k, len(r.relevant))].sum()
-            ndcg += float(discounts[: len(top)][hits].sum()) / idcg
-        n = max(len(rankings), 1)
-        out |= {f"recall@{k}": rec / n, "ndcg@" + str(k): ndcg / n, f"precision@{k}": prec / n,
-                f"hitrate@{k}": hit / n, f"coverage@{k}": len(shown) / n_items}
+        out |= {name: float(v.mean()) if len(v) else 0.0
+                for name, v in per_user(rankings, k).items()}
+        out[f"coverage@{k}"] = len({i for r in rankings for i in r.ranked[:k]}) / n_items
     return out
 
 
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean of the per-user difference a − b and its 95 % percentile interval, users
+    resampled with replacement."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if not len(diff):
+        return {"mean": 0.0, "low": 0.0, "high": 0.0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for s in range(0, samples, 256):  # (256, users) index blocks: bounded memory
+        block = rng.integers(0, len(diff), size=(min(256, samples - s), len(diff)))
+        means[s: s + len(block)] = diff[block].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high)}
+
+
+def truncate(histories: list[list[tuple[int, float]]], users: Iterable[int], n: int,
+             seed: int = TRUNCATION_SEED) -> dict[int, list[tuple[int, float]]]:
+    """n of each user's items chosen at random, kept in recency order. The permutation is
+    seeded per user, so a user's choice does not depend on who else is asked for, and the
+    n-item set lies inside the (n+1)-item one."""
+    out = {}
+    for u in users:
+        order = np.random.default_rng([seed, u]).permutation(len(histories[u]))
+        out[u] = [histories[u][j] for j in np.sort(order[:n]).tolist()]
+    return out
+
+
+def _encode(recommender: Recommender, histories: list[History], batch: int = 512) -> np.ndarray:
+    return np.concatenate([recommender.encode(histories[s: s + batch])
+                           for s in range(0, max(len(histories), 1), batch)])
+
+
 def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
-                batch: int = 512) -> dict[int, UserState]:
+                known: dict[int, list[tuple[int, float]]] | None = None) -> dict[int, UserState]:
     """Assemble each user's state as the service would: capped recent history, own vector, and
-    the friends' own vectors and recent items."""
+    the friends' own vectors and recent items. `known` replaces some users' own histories
+    (truncated ones); their friends are still seen with everything they did."""
     cap = recommender.manifest.max_history
     histories = [History.of(h[:cap]) for h in data.histories]
-    vectors = np.concatenate([recommender.encode(histories[s: s + batch])
-                              for s in range(0, len(histories), batch)])
+    vectors = _encode(recommender, histories)
+    replaced = sorted(set(users) & set(known or {}))
+    own = {u: (histories[u], vectors[u]) for u in users}
+    if known and replaced:
+        mine = [History.of(known[u][:cap]) for u in replaced]
+        own |= dict(zip(replaced, zip(mine, _encode(recommender, mine), strict=True),
+                        strict=True))
     states = {}
-    for u in users:
+    for u, (history, vector) in own.items():
         fr = data.friends[u][: recommender.manifest.blend.max_friends]
         friends = Friends(ids=[data.users.ids[f] for f, _ in fr],
                           vectors=vectors[[f for f, _ in fr]].reshape(len(fr), vectors.shape[1]),
                           ties=np.asarray([w for _, w in fr], dtype=np.float32),
                           items=[histories[f].items for f, _ in fr])
-        states[u] = UserState(history=histories[u], friends=friends, vector=vectors[u])
+        states[u] = UserState(history=history, friends=friends, vector=vector)
     return states
 
 
@@ -122,6 +174,7 @@ def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
         report["buckets"][label] = bucket.pop("full") | bucket | {
             "users": len(pairs), "social_changes_hits": _changed_hits(pairs, max(ks))}
     report["users"] = len(test)
+    report["truncated"] = evaluate_truncated(recommender, data, test, ks)
     return report
 
 
@@ -143,6 +196,31 @@ def popular_share(rankings: Iterable[UserRanking], top: set[int],
     return out
 
 
+def evaluate_truncated(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
+                       ks: tuple[int, ...] = (10, 20),
+                       lengths: tuple[int, ...] = TRUNCATED) -> dict[str, dict[str, Any]]:
+    """The truncated-history protocol (module docstring): per n, `full` and `no_social`
+    metrics, the user count, and `social_gain`: the mean per-user difference full − no_social
+    at the largest K with its paired-bootstrap 95 % interval."""
+    test = {u: items for u, items in test.items()
+            if items and len(data.histories[u]) >= max(lengths)}
+    k = max(ks)
+    out: dict[str, dict[str, Any]] = {}
+    for n in lengths:
+        states = user_states(recommender, data, test,
+                             known=truncate(data.histories, test, n))
+        entry: dict[str, Any] = {"users": len(test)}
+        per: dict[str, dict[str, np.ndarray]] = {}
+        for name in ("full", "no_social"):
+            rankings = rank_users(recommender, data, test, k, states=states, **VARIANTS[name])
+            entry[name] = metrics_at(rankings, ks, data.n_items)
+            per[name] = per_user(rankings, k)
+        entry["social_gain"] = {m: paired_bootstrap(per["full"][m], per["no_social"][m])
+                                for m in (f"recall@{k}", f"ndcg@{k}")}
+        out[str(n)] = entry
+    return out
+
+
 def _changed_hits(pairs: list[tuple[UserRanking, UserRanking]], k: int) -> dict[str, int]:
     """How many users the social stages gave more / fewer relevant items in their top-k than
     the no-social ablation: a small bucket's mean can hinge on one user."""
@@ -161,6 +239,10 @@ def format_report(report: dict[str, Any], ks: tuple[int, ...] = (10, 20)) -> str
             v = values if name == "full" else values[name]
             rows.append((f"{label} ({values['users']} users) {name}",
                          *(f"{v[n]:.4f}" for n in names)))
+    for n, entry in report.get("truncated", {}).items():
+        for name in ("full", "no_social"):
+            rows.append((f"{n} known items ({entry['users']} users) {name}",
+                         *(f"{entry[name][c]:.4f}" for c in names)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines) + f"\nusers: {report['users']}"

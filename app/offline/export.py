@@ -19,11 +19,12 @@ from typing import TypeVar
 import faiss
 import numpy as np
 
-from app.offline.dataset import Dataset
+from app.offline.dataset import Dataset, item_counts
 from app.serving.artifacts import (
     FORMAT_VERSION,
     MANIFEST,
     BlendParams,
+    HistoryBand,
     IndexInfo,
     Manifest,
     RerankParams,
@@ -193,18 +194,10 @@ def item_records(data: Dataset) -> list[dict[str, str]]:
     return records
 
 
-def popularity(data: Dataset) -> np.ndarray:
-    """How many users interacted with each item — the fallback ranking."""
-    counts = np.zeros(data.n_items, dtype=np.float32)
-    for history in data.histories:
-        for item, _ in history:
-            counts[item] += 1.0
-    return counts
-
-
 def export_artifacts(out_dir: Path, *, data: Dataset, item_vectors: np.ndarray,
                      write_encoder: Callable[[Path], str], max_history: int,
-                     blend: BlendParams, rerank: RerankParams, event_weights: dict[str, float],
+                     blend: BlendParams, rerank: RerankParams, bands: list[HistoryBand],
+                     event_weights: dict[str, float],
                      data_fingerprint: str, model_info: dict[str, float | int | str],
                      metrics: dict[str, float], flat_max_items: int = FLAT_MAX_ITEMS,
                      queries: np.ndarray | None = None) -> Manifest:
@@ -219,14 +212,16 @@ def export_artifacts(out_dir: Path, *, data: Dataset, item_vectors: np.ndarray,
     faiss.write_index(index, str(tmp / info.file))
     (tmp / "items.json").write_text(json.dumps(item_records(data), ensure_ascii=False),
                                     encoding="utf-8")
-    np.save(tmp / "popularity.npy", popularity(data), allow_pickle=False)
+    np.save(tmp / "popularity.npy", item_counts(data.histories, data.n_items),
+            allow_pickle=False)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        model_version=_model_version(tmp, blend.model_dump_json() + rerank.model_dump_json()),
+        model_version=_model_version(tmp, blend.model_dump_json() + rerank.model_dump_json()
+                                     + "".join(b.model_dump_json() for b in bands)),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         embedding_dim=int(item_vectors.shape[1]), item_count=int(item_vectors.shape[0]),
         max_history=max_history, training_data_fingerprint=data_fingerprint,
-        encoder_file=encoder_file, index=info, blend=blend, rerank=rerank,
+        encoder_file=encoder_file, index=info, blend=blend, rerank=rerank, bands=bands,
         event_weights=event_weights, model=model_info, metrics=metrics,
     )
     (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")

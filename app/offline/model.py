@@ -15,9 +15,12 @@ steps (preconditioner (YᵀY + λI)⁻¹, a constant): the system is the constan
 update, so PCG converges in a handful of steps and the graph is only MatMul/Gather/elementwise
 ops. An empty history gives u = 0 (every division is guarded), never NaN.
 
-The encoder output is `[u, 1]` and the item vectors `[y, b]`, so the item bias `b` is part of the
-inner product FAISS computes. Serving blends `[u, 1]` with friends' vectors (app/serving/blend.py);
-`SocialScorer` is exactly that computation, and it is where `friend_weight` is learned.
+The encoder output is `[u, 1]` and the item vectors `[y, c]` with c the popularity feature; serving
+blends `[u, 1]` with friends' vectors (app/serving/blend.py) and sets the last coordinate to the
+user's history band's popularity weight, so the prior is part of the inner product FAISS computes.
+A fold-in from few items is short (about an eighth of a full history's length from one item on
+lastfm), so how much the taste, the friends and the prior count differs with the history length:
+`BandScorer` is the served scoring of one band, where those weights are learned.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from app.serving.artifacts import ENCODER_INPUTS, ENCODER_OUTPUT
 
 ENCODER_FILE = "encoder.onnx"
 OPSET = 17
@@ -88,65 +93,54 @@ class FoldInEncoder(nn.Module):
         return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
 
 
-class SocialScorer(nn.Module):
-    """The served scoring, with its learned parameters: friend_weight, the item-bias strength
-    and a softmax temperature (the last only shapes the training loss; ranking ignores it).
+def popularity_feature(counts: np.ndarray) -> np.ndarray:
+    """The items' popularity coordinate: log1p(users who interacted) scaled to [0, 1]; 0 for an
+    item nobody interacted with. Bounded like the taste coordinates, so it neither dominates
+    the vector's geometry nor the 4-bit codes of an approximate index."""
+    logs = np.log1p(np.asarray(counts, dtype=np.float32))
+    return logs / max(float(logs.max()), 1e-12)
 
-    score(u, i) = (ũ + fw · Σ_f t_f ũ_f / Σ_f t_f) · [y_i, β·log1p(n_i)]     with ũ = [u, 1]
-    """
 
-    factors: torch.Tensor  # buffers, declared for the type checker
-    log_counts: torch.Tensor
+class BandScorer(nn.Module):
+    """The served retrieval and rerank scores of one history band (app/serving/pipeline.py),
+    with its learned parameters and a softmax temperature (the last only shapes the loss):
 
-    def __init__(self, item_factors: np.ndarray | torch.Tensor, item_counts: np.ndarray,
-                 friend_weight: float = 0.0, bias_strength: float = 0.0,
-                 temperature: float = 10.0) -> None:
+        retrieval(u, i) = own·y_i + has · fw · friends·y_i + p · c_i
+        score(u, i)     = retrieval(u, i) + has · sw · log1p(s_i)
+
+    own·y and friends·y are the parameter-free taste products ("parts"), c the popularity
+    feature, s_i the summed ties of the friends who engaged with i; p is popularity_weight for
+    a user with friends and popularity_weight_alone without (both learned: the no-social
+    ablation and users without friends get their own prior, not the social one's)."""
+
+    def __init__(self, friend_weight: float = 0.5, popularity_weight: float = 0.0,
+                 social_weight: float = 0.0, temperature: float = 10.0) -> None:
         super().__init__()
-        self.register_buffer("factors", torch.as_tensor(np.asarray(item_factors),
-                                                        dtype=torch.float32))
-        self.register_buffer("log_counts", torch.log1p(torch.as_tensor(
-            np.asarray(item_counts), dtype=torch.float32)))
         self.friend_weight = nn.Parameter(torch.tensor(float(friend_weight)))
-        self.bias_strength = nn.Parameter(torch.tensor(float(bias_strength)))
+        self.popularity_weight = nn.Parameter(torch.tensor(float(popularity_weight)))
+        self.popularity_weight_alone = nn.Parameter(torch.tensor(float(popularity_weight)))
+        self.social_weight = nn.Parameter(torch.tensor(float(social_weight)))
         self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))))
 
-    def item_vectors(self) -> torch.Tensor:
-        return torch.cat([self.factors, (self.bias_strength * self.log_counts)[:, None]], dim=1)
+    def retrieval(self, own: torch.Tensor, friends: torch.Tensor, pop: torch.Tensor,
+                  has: torch.Tensor) -> torch.Tensor:
+        """(B, C) blocks of the parts and the popularity feature; `has` (B,) 1 with friends."""
+        h = has[:, None]
+        prior = h * self.popularity_weight + (1 - h) * self.popularity_weight_alone
+        return own + h * self.friend_weight * friends + prior * pop
 
-    def blended(self, own: torch.Tensor, friend_mean: torch.Tensor,
-                has_friends: torch.Tensor) -> torch.Tensor:
-        """`friend_mean` is the tie-weighted mean of friends' own vectors (rows of users without
-        friends are ignored via `has_friends`) — app/serving/blend.py, batched."""
-        return own + self.friend_weight * friend_mean * has_friends[:, None]
+    def forward(self, own: torch.Tensor, friends: torch.Tensor, pop: torch.Tensor,
+                social: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+        return self.retrieval(own, friends, pop, has) + \
+            has[:, None] * self.social_weight * torch.log1p(social)
 
-    def forward(self, own: torch.Tensor, friend_mean: torch.Tensor,
-                has_friends: torch.Tensor) -> torch.Tensor:
-        return self.blended(own, friend_mean, has_friends) @ self.item_vectors().T
-
-    def parts(self, own: torch.Tensor, friend_mean: torch.Tensor) -> tuple[
-            torch.Tensor, torch.Tensor]:
-        """The parameter-free halves of `forward`: own·[y, 0] and friend_mean·[y, 0]. Since the
-        last coordinate of `own` is 1 and that of a friend mean is 1 too (a tie-weighted mean of
-        ones), forward = own_part + b + fw·has·(friend_part + b) with b = β·log1p(n) — the
-        same numbers, but the (B, n_items) products are computed once, not every step."""
-        d = self.factors.shape[1]
-        return own[:, :d] @ self.factors.T, friend_mean[:, :d] @ self.factors.T
-
-    def from_parts(self, own_part: torch.Tensor, friend_part: torch.Tensor,
-                   has_friends: torch.Tensor,
-                   log_counts: torch.Tensor | None = None) -> torch.Tensor:
-        """`log_counts` (B, C) when the parts are restricted to C candidate columns per row."""
-        bias = self.bias_strength * (self.log_counts if log_counts is None else log_counts)
-        mix = (self.friend_weight * has_friends)[:, None]
-        return own_part + bias + mix * (friend_part + bias)
-
-    def loss(self, own_part: torch.Tensor, friend_part: torch.Tensor,
-             has_friends: torch.Tensor, seen: torch.Tensor, targets: torch.Tensor,
-             log_counts: torch.Tensor | None = None) -> torch.Tensor:
-        """Softmax cross-entropy of held-out items, with the user's seen items excluded as the
-        service excludes them (dense (B, n_items) bool `seen`, float `targets`)."""
-        logits = self.from_parts(own_part, friend_part, has_friends, log_counts)
-        logits = (logits * self.log_temperature.exp()).masked_fill(seen, float("-inf"))
+    def loss(self, own: torch.Tensor, friends: torch.Tensor, pop: torch.Tensor,
+             social: torch.Tensor, has: torch.Tensor, seen: torch.Tensor,
+             targets: torch.Tensor) -> torch.Tensor:
+        """Softmax cross-entropy of the held-out items among each row's candidates, seen items
+        excluded as the service excludes them."""
+        logits = self(own, friends, pop, social, has) * self.log_temperature.exp()
+        logits = logits.masked_fill(seen, float("-inf"))
         logp = torch.log_softmax(logits, dim=1).masked_fill(seen, 0.0)
         return -(logp * targets).sum() / targets.sum().clamp_min(1.0)
 
@@ -238,9 +232,9 @@ def export_onnx(encoder: FoldInEncoder, path: Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             encoder, (ids, weights), str(path), dynamo=False, opset_version=OPSET,
-            input_names=["item_ids", "item_weights"], output_names=["user_vector"],
-            dynamic_axes={"item_ids": {0: "batch", 1: "length"},
-                          "item_weights": {0: "batch", 1: "length"},
-                          "user_vector": {0: "batch"}},
+            input_names=list(ENCODER_INPUTS), output_names=[ENCODER_OUTPUT],
+            dynamic_axes={ENCODER_INPUTS[0]: {0: "batch", 1: "length"},
+                          ENCODER_INPUTS[1]: {0: "batch", 1: "length"},
+                          ENCODER_OUTPUT: {0: "batch"}},
         )
     return path

@@ -7,12 +7,17 @@ Steps (test.csv is never read):
    least one item stays in the history);
 2. weighted ALS on the remaining pairs; the number of iterations is chosen by validation NDCG@20
    of the *served* encoder (ONNX-equivalent fold-in of the capped history), with early stopping;
-3. the served scoring `(ũ + fw·Σ t_f ũ_f/Σ t_f)·[y, β·log1p(n)]` is fitted on the held-out items
-   (softmax cross-entropy, seen items excluded as in serving): `friend_weight` and the item-bias
-   strength β are learned parameters;
-4. the rerank weights are chosen by a grid search through the real `Recommender` over the
-   validation model's exported artifacts;
-5. ALS is refitted on all training pairs with the chosen iterations, β and fw are kept, and
+3. the serving weights are learned per history band (app/serving/artifacts.HistoryBand): the
+   validation users are truncated to each band's lengths (a seeded random choice of their kept
+   items, as the evaluation's truncated-history protocol does; all kept items still excluded,
+   friends seen with everything they did), and the band's friend weight, popularity weights
+   and social-proof weight are fitted on the held-out items (softmax cross-entropy over the
+   retrieved candidates, seen items excluded as in serving). A fold-in from one item is much
+   shorter than one from fifty, so one set of weights for everyone was chosen by the long
+   histories and wrong for the short ones (docs/BENCHMARKS.md);
+4. each band's match weight of the rerank is chosen by a grid search through the real
+   `Recommender` over the validation model's exported artifacts, on that band's users;
+5. ALS is refitted on all training pairs with the chosen iterations, the bands are kept, and
    the artifacts are exported with the validation metrics in the manifest. Refitting was
    measured with a nested split on lastfm-split: item factors from 80 % instead of 64 % of
    train scored R@20 0.259 vs 0.248 on the same validation items (+4.5 %), so the final model
@@ -35,19 +40,27 @@ import torch
 from tqdm import tqdm
 
 from app.config import DEFAULT_EVENT_WEIGHTS
-from app.offline.dataset import Dataset, interactions_file, load_dataset
-from app.offline.evaluate import metrics_at, rank_users, user_states
+from app.offline.dataset import Dataset, interactions_file, item_counts, load_dataset
+from app.offline.evaluate import UserRanking, metrics_at, rank_users, truncate, user_states
 from app.offline.export import default_kind, export_artifacts, fingerprint
 from app.offline.model import (
     ENCODER_FILE,
+    BandScorer,
     FoldInEncoder,
-    SocialScorer,
     encode_all,
     export_onnx,
     fit_als,
+    popularity_feature,
 )
-from app.serving.artifacts import BlendParams, Manifest, ModelArtifacts, RerankParams
-from app.serving.pipeline import Recommender
+from app.serving.artifacts import (
+    BlendParams,
+    HistoryBand,
+    Manifest,
+    ModelArtifacts,
+    RerankParams,
+    band_for,
+)
+from app.serving.pipeline import Recommender, UserState
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +80,18 @@ class TrainConfig:
     patience: int = 5  # evaluations without improvement before ALS stops early
     cg_steps: int = 3  # CG steps per ALS half-iteration
     encoder_cg_steps: int = 12  # CG steps of the fold-in inside the ONNX encoder
-    epochs: int = 60  # Adam steps fitting friend_weight and the item-bias strength
+    epochs: int = 60  # Adam steps fitting each history band's weights
     lr: float = 0.05
-    learn_bias: bool = True
-    learn_friend_weight: bool = True
     seed: int = 7
     max_history: int = 50
     max_friends: int = 100
     validation_fraction: float = 0.2
     candidates: int = 200
-    match_weights: str = "0,0.2,0.5,1,2"  # rerank grid (comma-separated)
-    social_weights: str = "0,0.01,0.03"
-    min_rerank_gain: float = 0.001  # a non-zero rerank weight must beat zero by this much
+    match_weights: str = "0,0.5,1,2"  # rerank match-weight grid (comma-separated)
+    min_rerank_gain: float = 0.001  # a non-zero match weight must beat zero by this much
+    history_bands: str = "0,1,2,3,5,10,20"  # first known-history length of each band
+    max_band_users: int = 800  # validation users per band (seeded sample)
+    min_band_users: int = 10  # fewer: the band takes the shorter band's weights
     refit_full: bool = True
     max_validation_users: int = 5000
     threads: int = 2
@@ -122,14 +135,6 @@ def _weight_scale(histories: Histories) -> float:
     return float(np.median(weights)) if weights else 1.0
 
 
-def _item_counts(histories: Histories, n_items: int) -> np.ndarray:
-    counts = np.zeros(n_items, dtype=np.float32)
-    for h in histories:
-        for i, _ in h:
-            counts[i] += 1.0
-    return counts
-
-
 def _friend_mean(data: Dataset, own: torch.Tensor, max_friends: int) -> tuple[
         torch.Tensor, torch.Tensor]:
     """Tie-weighted mean of friends' own vectors and whether the blend applies, per user — the
@@ -152,6 +157,22 @@ def _friend_mean(data: Dataset, own: torch.Tensor, max_friends: int) -> tuple[
     return mean / total.clamp_min(1e-12)[:, None], has
 
 
+def _engaged(data: Dataset, users: list[int], max_friends: int, max_history: int) -> torch.Tensor:
+    """(B, n_items) summed ties of each user's friends (capped as served) who have the item in
+    their recent history (capped as served): the rerank's social-proof input."""
+    rows, cols, ties = [], [], []
+    for row, u in enumerate(users):
+        for f, t in data.friends[u][:max_friends]:
+            recent = [i for i, _ in data.histories[f][:max_history]]
+            rows += [row] * len(recent)
+            cols += recent
+            ties += [t] * len(recent)
+    out = torch.zeros(len(users), data.n_items)
+    return out.index_put_((torch.as_tensor(rows, dtype=torch.int64),
+                           torch.as_tensor(cols, dtype=torch.int64)),
+                          torch.as_tensor(ties, dtype=torch.float32), accumulate=True)
+
+
 def _seen_mask(histories: Histories, users: list[int], n_items: int) -> torch.Tensor:
     mask = torch.zeros(len(users), n_items, dtype=torch.bool)
     for row, u in enumerate(users):
@@ -167,20 +188,6 @@ def _targets(held: dict[int, set[int]], users: list[int], n_items: int) -> torch
     return t
 
 
-def _ranking_metrics(scores: torch.Tensor, seen: torch.Tensor, held: list[set[int]],
-                     k: int = 20) -> dict[str, float]:
-    """Recall@k / NDCG@k (docs/CLI.md) of a dense score block (seen items excluded)."""
-    top = scores.masked_fill(seen, float("-inf")).topk(min(k, scores.shape[1]), dim=1).indices
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    recall = ndcg = 0.0
-    for row, relevant in zip(top.tolist(), held, strict=True):
-        hits = np.fromiter((i in relevant for i in row), dtype=bool, count=len(row))
-        recall += hits.sum() / len(relevant)
-        ndcg += discounts[: len(row)][hits].sum() / discounts[: min(k, len(relevant))].sum()
-    n = max(len(held), 1)
-    return {f"recall@{k}": recall / n, f"ndcg@{k}": ndcg / n}
-
-
 class _Validator:
     """Scores the served encoder (no social blend) on the held-out items, in user batches."""
 
@@ -193,15 +200,16 @@ class _Validator:
     def __call__(self, encoder: FoldInEncoder) -> dict[str, float]:
         vectors = encode_all(encoder, [self.kept[u] for u in self.users], self.max_history)
         items = torch.cat([encoder.factors, torch.zeros(self.n_items, 1)], dim=1)
-        totals = {"recall@20": 0.0, "ndcg@20": 0.0}
+        rankings = []
         for s in range(0, len(self.users), self.batch):
             block = self.users[s: s + self.batch]
-            seen = _seen_mask(self.kept, block, self.n_items)
-            m = _ranking_metrics(vectors[s: s + len(block)] @ items.T, seen,
-                                 self.held[s: s + len(block)])
-            for key in totals:
-                totals[key] += m[key] * len(block)
-        return {key: v / max(len(self.users), 1) for key, v in totals.items()}
+            scores = (vectors[s: s + len(block)] @ items.T).masked_fill(
+                _seen_mask(self.kept, block, self.n_items), float("-inf"))
+            top = scores.topk(min(20, self.n_items), dim=1).indices.tolist()
+            rankings += [UserRanking(u, row, relevant) for u, row, relevant
+                         in zip(block, top, self.held[s: s + len(block)], strict=True)]
+        m = metrics_at(rankings, (20,), self.n_items)
+        return {key: m[key] for key in ("recall@20", "ndcg@20")}
 
 
 def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users: int,
@@ -231,112 +239,168 @@ def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users:
     return _Fitted(best["factors"], best["it"], best["scores"])
 
 
-def _learn_scorer(scorer: SocialScorer, own: torch.Tensor, friend_mean: torch.Tensor,
-                  has: torch.Tensor, kept: Histories, held: dict[int, set[int]],
-                  users: list[int], cfg: TrainConfig, bar: tqdm[Any]) -> None:
-    """Fit friend_weight, bias strength and temperature on the held-out items: Adam on the
-    softmax cross-entropy of the served scores over each user's top-`candidates` items (what
-    retrieval hands to the rerank), seen items excluded. A full-catalogue softmax was measured
-    to reward popularity that hurts the top-20; the candidate softmax is the ranking that serving
-    actually does. The candidate sets follow the current parameters (refreshed every 10 steps);
-    friend_weight is kept ≥ 0 (projected step)."""
-    scorer.friend_weight.requires_grad_(cfg.learn_friend_weight)
-    scorer.bias_strength.requires_grad_(cfg.learn_bias)
-    params = [p for p in scorer.parameters() if p.requires_grad]
+def _band_histories(kept: Histories, users: list[int], lo: int, hi: float, cfg: TrainConfig,
+                    ) -> dict[int, list[tuple[int, float]]]:
+    """Validation users as the band sees them: each user with ≥ `lo` kept items, truncated to
+    a seeded random length in [lo, hi] when longer (the test protocol's random choice of
+    items), at most `max_band_users` of them."""
+    rng = np.random.default_rng([cfg.seed, lo])
+    eligible = [u for u in users if len(kept[u]) >= lo]
+    if len(eligible) > cfg.max_band_users:
+        eligible = sorted(rng.choice(eligible, cfg.max_band_users, replace=False).tolist())
+    out = {}
+    for u in eligible:
+        n = len(kept[u]) if len(kept[u]) <= hi else int(rng.integers(lo, int(hi) + 1))
+        out[u] = truncate(kept, [u], n, seed=cfg.seed)[u]
+    return out
+
+
+def _learn_band(band: HistoryBand, encoder: FoldInEncoder, pop: torch.Tensor,
+                friend_mean: torch.Tensor, has: torch.Tensor, data: Dataset,
+                known: dict[int, list[tuple[int, float]]], held: dict[int, set[int]],
+                cfg: TrainConfig, bar: tqdm[Any]) -> HistoryBand:
+    """friend_weight, the two popularity weights and social_weight of one band: Adam on the
+    softmax cross-entropy of the served scores over each user's top-`candidates` retrieved
+    items (what retrieval hands to the rerank), seen items excluded, each user once with their
+    friends and once without (the no-friends prior). A full-catalogue softmax was measured to
+    reward popularity that hurts the top-20; the candidate softmax is the ranking serving does.
+    Candidates follow the current parameters (refreshed every 10 steps); friend and social
+    weights stay ≥ 0 (projected step)."""
+    users = list(known)
     idx = torch.as_tensor(users, dtype=torch.int64)
-    with torch.no_grad():
-        own_part, friend_part = scorer.parts(own[idx], friend_mean[idx])
-    has_v = has[idx]
-    seen = _seen_mask(kept, users, scorer.factors.shape[0])
-    targets = _targets(held, users, scorer.factors.shape[0])
-    n_cand = min(cfg.candidates, scorer.factors.shape[0])
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    cols = torch.zeros(len(users), n_cand, dtype=torch.int64)
+    d = encoder.factors.shape[1]
+    own = encode_all(encoder, [known[u] for u in users], cfg.max_history)[:, :d]
+    own_part = own @ encoder.factors.T
+    friend_part = friend_mean[idx, :d] @ encoder.factors.T
+    social = _engaged(data, users, cfg.max_friends, cfg.max_history)
+    seen = _seen_mask(data.histories, users, data.n_items)
+    targets = _targets(held, users, data.n_items)
+    has_rows = torch.cat([has[idx], torch.zeros(len(users))])
+    scorer = BandScorer(friend_weight=band.friend_weight,
+                        popularity_weight=band.popularity_weight,
+                        social_weight=band.social_weight)
+    opt = torch.optim.Adam(scorer.parameters(), lr=cfg.lr)
+    n_cand = min(cfg.candidates, data.n_items)
+    sub: tuple[torch.Tensor, ...] = ()
     for step in range(cfg.epochs):
         if step % 10 == 0:
             with torch.no_grad():
-                full = scorer.from_parts(own_part, friend_part, has_v).masked_fill(
-                    seen, float("-inf"))
-                cols = full.topk(n_cand, dim=1).indices
-            sub_t = targets.gather(1, cols)
-            rows = sub_t.sum(1) > 0
-            sub_own, sub_friend = own_part.gather(1, cols)[rows], friend_part.gather(1, cols)[rows]
-            sub_seen = seen.gather(1, cols)[rows]
-            sub_t, sub_has = sub_t[rows], has_v[rows]
-            log_counts = scorer.log_counts[cols[rows]]
+                blocks = []
+                for half in range(2):
+                    h = has_rows[half * len(users): (half + 1) * len(users)]
+                    r = scorer.retrieval(own_part, friend_part, pop[None, :], h)
+                    cols = r.masked_fill(seen, float("-inf")).topk(n_cand, dim=1).indices
+                    blocks.append([m.gather(1, cols) for m in (own_part, friend_part,
+                                                               pop.expand(len(users), -1),
+                                                               social, seen, targets)])
+                parts = [torch.cat([a, b]) for a, b in zip(*blocks, strict=True)]
+                rows = parts[5].sum(1) > 0
+                sub = (*(p[rows] for p in parts[:4]), has_rows[rows], parts[4][rows],
+                       parts[5][rows])
         opt.zero_grad()
-        loss = scorer.loss(sub_own, sub_friend, sub_has, sub_seen, sub_t, log_counts)
+        loss = scorer.loss(*sub)
         loss.backward()
         opt.step()
         with torch.no_grad():
             scorer.friend_weight.clamp_(min=0.0)
+            scorer.social_weight.clamp_(min=0.0)
         bar.update(1)
-        bar.set_postfix(stage="blend", loss=f"{loss.item():.4f}",
-                        fw=f"{scorer.friend_weight.item():.3f}",
-                        bias=f"{scorer.bias_strength.item():.3f}")
+        bar.set_postfix(stage=f"band {band.min_items}", loss=f"{loss.item():.4f}")
+    return band.model_copy(update={
+        "friend_weight": float(scorer.friend_weight.item()),
+        "popularity_weight": float(scorer.popularity_weight.item()),
+        "popularity_weight_alone": float(scorer.popularity_weight_alone.item()),
+        "social_weight": float(scorer.social_weight.item())})
 
 
-def _rerank_grid(folder: Path, data: Dataset, held: dict[int, set[int]], cfg: TrainConfig,
-                 bar: tqdm[Any]) -> tuple[RerankParams, dict[str, float]]:
-    """Grid search of the rerank weights through the real Recommender on the validation
-    model; returns the chosen params and the validation metrics of full/no_social/no_rerank."""
+def _match_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
+                band_users: list[dict[int, list[tuple[int, float]]]], cfg: TrainConfig,
+                bar: tqdm[Any]) -> tuple[list[HistoryBand], dict[str, float]]:
+    """Per band, the rerank's match weight by a grid search through the real Recommender on
+    the validation model (the band's own truncated users); returns the bands and the
+    validation metrics of each band (full and no_social) and of the natural histories."""
     artifacts = ModelArtifacts.load(folder)
-    base = Recommender(artifacts)
-    states = user_states(base, data, held)
+    bands = list(artifacts.manifest.bands)
     ks = (10, 20)
 
-    def run(params: RerankParams, **flags: bool) -> dict[str, float]:
-        manifest = artifacts.manifest.model_copy(update={"rerank": params})
-        rec = Recommender(dataclasses.replace(artifacts, manifest=manifest))
-        ranked = rank_users(rec, data, held, max(ks), states=states, **flags)
-        return metrics_at(ranked, ks, data.n_items)
+    def recommender() -> Recommender:
+        manifest = artifacts.manifest.model_copy(update={"bands": bands})
+        return Recommender(dataclasses.replace(artifacts, manifest=manifest))
 
-    grid = [(m, s) for m in _floats(cfg.match_weights) for s in _floats(cfg.social_weights)]
-    results: dict[tuple[float, float], dict[str, float]] = {}
-    for m, s in grid:
-        results[(m, s)] = run(RerankParams(candidates=cfg.candidates, match_weight=m,
-                                           social_weight=s))
-        bar.update(1)
-        bar.set_postfix(stage="rerank", match=m, social=s,
-                        val_ndcg=f"{results[(m, s)]['ndcg@20']:.4f}")
+    def run(states: dict[int, UserState], **flags: bool) -> dict[str, float]:
+        test = {u: held[u] for u in states}
+        return metrics_at(rank_users(recommender(), data, test, max(ks), states=states,
+                                     **flags), ks, data.n_items)
 
-    def gain(key: tuple[float, float]) -> float:
-        return results[key]["recall@20"] + results[key]["ndcg@20"]
+    def gain(m: dict[str, float]) -> float:
+        return m["recall@20"] + m["ndcg@20"]
 
-    zero = (0.0, 0.0) if (0.0, 0.0) in results else grid[0]
-    choice = max(results, key=gain)
-    if gain(choice) < gain(zero) + cfg.min_rerank_gain:
-        choice = zero
-    params = RerankParams(candidates=cfg.candidates, match_weight=choice[0],
-                          social_weight=choice[1])
-    metrics = {f"val_{k}": v for k, v in results[choice].items()}
-    metrics |= {f"val_no_social_{k}": v for k, v in run(params, social=False).items()
+    metrics: dict[str, float] = {}
+    base = recommender()
+    for b, known in enumerate(band_users):
+        if not known:
+            continue
+        states = user_states(base, data, known, known=known)
+        results = {}
+        for w in _floats(cfg.match_weights):
+            bands[b] = bands[b].model_copy(update={"match_weight": w})
+            results[w] = run(states)
+            bar.update(1)
+            bar.set_postfix(stage=f"match {bands[b].min_items}", w=w,
+                            val_ndcg=f"{results[w]['ndcg@20']:.4f}")
+        zero = results.get(0.0, next(iter(results.values())))
+        choice = max(results, key=lambda w: gain(results[w]))
+        if gain(results[choice]) < gain(zero) + cfg.min_rerank_gain:
+            choice = 0.0 if 0.0 in results else next(iter(results))
+        bands[b] = bands[b].model_copy(update={"match_weight": choice})
+        alone = run(states, social=False)
+        name = f"val_band{bands[b].min_items}"
+        metrics |= {f"{name}_users": float(len(known))}
+        metrics |= {f"{name}_{k}": v for k, v in results[choice].items() if "@20" in k}
+        metrics |= {f"{name}_no_social_{k}": v for k, v in alone.items() if "@20" in k}
+    natural = user_states(recommender(), data, held)
+    metrics |= {f"val_{k}": v for k, v in run(natural).items()}
+    metrics |= {f"val_no_social_{k}": v for k, v in run(natural, social=False).items()
                 if k.startswith(("recall", "ndcg"))}
-    metrics |= {f"val_no_rerank_{k}": v for k, v in results[zero].items()
+    metrics |= {f"val_no_rerank_{k}": v for k, v in run(natural, rerank_stage=False).items()
                 if k.startswith(("recall", "ndcg"))}
-    return params, metrics
+    return bands, metrics
 
 
 def _floats(spec: str) -> list[float]:
     return [float(x) for x in spec.split(",") if x.strip()] or [0.0]
 
 
-def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, scorer: SocialScorer,
-            cfg: TrainConfig, rerank: RerankParams, metrics: dict[str, float],
+def _item_vectors(factors: torch.Tensor, counts: np.ndarray) -> np.ndarray:
+    """[y, c]: taste factors (all-zero for an item without interactions, whose factor is only
+    its random start shrunk by regularization) and the popularity feature."""
+    y = factors.detach().numpy().copy()
+    y[counts == 0] = 0.0
+    return np.concatenate([y, popularity_feature(counts)[:, None]], axis=1).astype(np.float32)
+
+
+def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, counts: np.ndarray,
+            cfg: TrainConfig, bands: list[HistoryBand], metrics: dict[str, float],
             data_fingerprint: str, info: dict[str, float | int | str]) -> Manifest:
     queries = None
     if default_kind(data.n_items) != "flat":  # an approximate index: tuned for user vectors
+        users = [h for h in data.histories if h][:2000]
         with torch.no_grad():
-            queries = encode_all(encoder, [h for h in data.histories if h][:2000],
-                                 cfg.max_history).numpy()
+            queries = encode_all(encoder, users, cfg.max_history).numpy()
+        queries[:, -1] = [band_for(bands, min(len(h), cfg.max_history)).popularity_weight
+                          for h in users]
     return export_artifacts(
-        out_dir, data=data, item_vectors=scorer.item_vectors().detach().numpy(),
+        out_dir, data=data, item_vectors=_item_vectors(encoder.factors, counts),
         write_encoder=lambda folder: export_onnx(encoder, folder / ENCODER_FILE).name,
-        max_history=cfg.max_history,
-        blend=BlendParams(friend_weight=float(scorer.friend_weight.item()),
-                          max_friends=cfg.max_friends),
-        rerank=rerank, event_weights=dict(DEFAULT_EVENT_WEIGHTS),
+        max_history=cfg.max_history, blend=BlendParams(max_friends=cfg.max_friends),
+        rerank=RerankParams(candidates=cfg.candidates), bands=bands,
+        event_weights=dict(DEFAULT_EVENT_WEIGHTS),
         data_fingerprint=data_fingerprint, model_info=info, metrics=metrics, queries=queries)
+
+
+def _bands(cfg: TrainConfig) -> list[tuple[int, float]]:
+    starts = sorted({int(x) for x in _floats(cfg.history_bands)} | {0})
+    return list(zip(starts, [s - 1 for s in starts[1:]] + [math.inf], strict=True))
 
 
 def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  # noqa: B008
@@ -359,11 +423,12 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
         val_users = sorted(rng.choice(val_users, cfg.max_validation_users, replace=False).tolist())
     held = {u: held[u] for u in val_users}
     validate = bool(val_users)
-    grid_size = len(_floats(cfg.match_weights)) * len(_floats(cfg.social_weights))
+    ranges = _bands(cfg)
+    grid_size = len(_floats(cfg.match_weights))
     total = cfg.iterations * (2 if cfg.refit_full else 1) + (
-        cfg.epochs + grid_size if validate else 0)
+        len(ranges) * (cfg.epochs + grid_size) if validate else 0)
     bar = tqdm(total=total, desc="train", disable=not progress, unit="step")
-    counts_kept = _item_counts(kept, data.n_items)
+    counts_kept = item_counts(kept, data.n_items)
 
     # 1-2. ALS on the kept pairs, iterations chosen on validation through the served encoder.
     validator = _Validator(kept, held, val_users, data.n_items, cfg.max_history) \
@@ -371,24 +436,36 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     fitted = _fit_with_validation(kept, validator, data.n_users, data.n_items, scale, cfg, bar)
     encoder = FoldInEncoder(fitted.item_factors, cfg.regularization, cfg.alpha, scale,
                             cfg.encoder_cg_steps)
-    scorer = SocialScorer(fitted.item_factors, counts_kept)
     metrics: dict[str, float] = {"val_users": float(len(val_users)),
                                  "als_iterations": float(fitted.iterations)}
-    rerank = RerankParams(candidates=cfg.candidates)
+    bands = [HistoryBand(min_items=lo) for lo, _ in ranges]
     val_data = dataclasses.replace(data, histories=kept)
     if validate:
         metrics |= {f"val_encoder_{k}": v for k, v in fitted.scores.items()}
-        # 3. learn friend_weight and the bias strength on the served blend + scoring.
+        # 3. per history band, the blend, priors and social weight on truncated users.
         own = encode_all(encoder, kept, cfg.max_history)
         friend_mean, has = _friend_mean(val_data, own, cfg.max_friends)
-        _learn_scorer(scorer, own, friend_mean, has, kept, held, val_users, cfg, bar)
-        # 4. rerank weights through the real Recommender on the validation model.
+        pop = torch.from_numpy(popularity_feature(counts_kept))
+        band_users = [_band_histories(kept, val_users, lo, hi, cfg) for lo, hi in ranges]
+        for b, known in enumerate(band_users):
+            if len(known) < cfg.min_band_users:  # too few to learn from: the shorter band's
+                bands[b] = (bands[b - 1] if b else bands[b]).model_copy(
+                    update={"min_items": bands[b].min_items})
+                band_users[b] = {}
+                bar.update(cfg.epochs)
+                continue
+            start = bands[b - 1] if b else bands[b]
+            bands[b] = _learn_band(start.model_copy(update={"min_items": bands[b].min_items}),
+                                   encoder, pop, friend_mean, has, val_data, known, held, cfg,
+                                   bar)
+        # 4. per band, the match weight through the real Recommender on the validation model.
         with tempfile.TemporaryDirectory(prefix="socialrec-val-") as tmp:
-            _export(Path(tmp) / "model", val_data, encoder, scorer, cfg, rerank, {}, "validation",
-                    {"architecture": "als-foldin"})
-            rerank, val_metrics = _rerank_grid(Path(tmp) / "model", val_data, held, cfg, bar)
+            _export(Path(tmp) / "model", val_data, encoder, counts_kept, cfg, bands, {},
+                    "validation", {"architecture": "als-foldin"})
+            bands, val_metrics = _match_grid(Path(tmp) / "model", val_data, held, band_users,
+                                             cfg, bar)
         metrics |= val_metrics
-    # 5. refit on everything with the chosen iterations; keep the learned scorer parameters.
+    # 5. refit on everything with the chosen iterations; keep the chosen serving weights.
     if cfg.refit_full:
         users, items, values = _pairs(data.histories, scale)
         steps = [0]
@@ -405,21 +482,16 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
         bar.update(cfg.iterations - steps[0])
         encoder = FoldInEncoder(item_f, cfg.regularization, cfg.alpha, scale,
                                 cfg.encoder_cg_steps)
-        final = SocialScorer(item_f, _item_counts(data.histories, data.n_items),
-                             friend_weight=scorer.friend_weight.item(),
-                             bias_strength=scorer.bias_strength.item())
-        scorer = final
     bar.close()
-    metrics |= {"friend_weight": float(scorer.friend_weight.item()),
-                "bias_strength": float(scorer.bias_strength.item()),
-                "train_seconds": time.perf_counter() - started}
+    metrics["train_seconds"] = time.perf_counter() - started
     info: dict[str, float | int | str] = {
         "architecture": "als-foldin", "factors": cfg.dim, "regularization": cfg.regularization,
         "alpha": cfg.alpha, "weight_scale": scale, "iterations": fitted.iterations,
         "encoder_cg_steps": cfg.encoder_cg_steps, "seed": cfg.seed,
         "refit_full": int(cfg.refit_full)}
     metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
-    manifest = _export(out_dir, data, encoder, scorer, cfg, rerank, metrics,
+    counts = item_counts(data.histories, data.n_items) if cfg.refit_full else counts_kept
+    manifest = _export(out_dir, data, encoder, counts, cfg, bands, metrics,
                        fingerprint(read), info)
     log.info("trained %s in %.1f s: %s", manifest.model_version, metrics["train_seconds"],
              metrics)

@@ -1,6 +1,12 @@
 """The model artifact folder (docs/ARTIFACTS.md): manifest, ONNX encoder, FAISS index, item map,
 popularity.
 
+Vectors: the encoder's output and every item vector end in one extra coordinate. An item's is
+its popularity feature (model.popularity_feature, 0 for an item nobody interacted with); the
+pipeline sets the user's to the popularity weight of the user's history band, so the inner
+product FAISS computes is taste · taste + weight · popularity. An all-zero item vector means
+the model knows nothing about the item.
+
 `ModelArtifacts.load(folder)` is the only place that reads the folder; it validates everything
 before anything is swapped in, so a broken folder is refused with a message, never half-used.
 """
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,11 +23,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.store.seen import TagIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the last coordinate is the popularity feature; history bands
 MANIFEST = "manifest.json"
 ENCODER_INPUTS = ("item_ids", "item_weights")
 ENCODER_OUTPUT = "user_vector"
@@ -31,21 +38,41 @@ class ArtifactError(RuntimeError):
 
 
 class BlendParams(BaseModel):
-    """u = u_self + friend_weight · Σ tie_f u_f / Σ tie_f — friend_weight is learned in training
-    over each user's `max_friends` strongest ties, so the model owns that cap: the service and
-    the evaluator blend exactly as many friends as the weight was learned with."""
+    """The friends taken into the blend: each user's `max_friends` strongest ties. The model
+    owns that cap: the history bands' weights were learned over that many friends, so the
+    service and the evaluator blend exactly as many."""
 
-    friend_weight: float = 0.0
     max_friends: int = 100
 
 
 class RerankParams(BaseModel):
-    """score = ip + match_weight · cos/(1+dist) + social_weight · log1p(Σ ties of engaged friends)
-    — weights chosen on the validation split."""
+    """How many retrieved candidates the rerank orders (its weights live in the history bands)."""
 
     candidates: int = Field(200, ge=1)
+
+
+class HistoryBand(BaseModel):
+    """Serving weights for users with at least `min_items` known items (up to the next band's
+    `min_items`): how much to trust a taste folded in from that many items against the
+    friends and the popularity prior. All learned or chosen on validation users truncated to
+    this band's lengths.
+
+    retrieval score = (u + friend_weight · Σ tie_f u_f / Σ tie_f) · y_i + p · popularity_i
+        with p = popularity_weight, or popularity_weight_alone for a user without friends
+    final score = retrieval score + match_weight · cos/(1+dist) on the taste coordinates
+                  + social_weight · log1p(Σ ties of the friends who engaged with i)"""
+
+    min_items: int = Field(0, ge=0)
+    friend_weight: float = 0.0
+    popularity_weight: float = 0.0
+    popularity_weight_alone: float = 0.0
     match_weight: float = 0.0
     social_weight: float = 0.0
+
+
+def band_for(bands: list[HistoryBand], known_items: int) -> HistoryBand:
+    """The band of a user who has `known_items` items in their (capped) history."""
+    return bands[bisect_right([b.min_items for b in bands], known_items) - 1]
 
 
 class IndexInfo(BaseModel):
@@ -70,9 +97,21 @@ class Manifest(BaseModel):
     index: IndexInfo = Field(default_factory=IndexInfo)
     blend: BlendParams = Field(default_factory=BlendParams)
     rerank: RerankParams = Field(default_factory=RerankParams)
+    bands: list[HistoryBand] = Field(default_factory=lambda: [HistoryBand()], min_length=1)
     event_weights: dict[str, float] = Field(default_factory=dict)
     model: dict[str, float | int | str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_cover_every_length(cls, bands: list[HistoryBand]) -> list[HistoryBand]:
+        starts = [b.min_items for b in bands]
+        if starts[0] != 0 or starts != sorted(set(starts)):
+            raise ValueError(f"band min_items {starts} must start at 0 and increase")
+        return bands
+
+    def band(self, known_items: int) -> HistoryBand:
+        return band_for(self.bands, known_items)
 
 
 @dataclass(frozen=True)
@@ -215,6 +254,9 @@ def _check_consistent(manifest: Manifest, session: ort.InferenceSession, index: 
     names = tuple(i.name for i in session.get_inputs())
     if names != ENCODER_INPUTS:
         problems.append(f"encoder inputs {names} != {ENCODER_INPUTS}")
+    outputs = tuple(o.name for o in session.get_outputs())
+    if ENCODER_OUTPUT not in outputs:
+        problems.append(f"encoder outputs {outputs} lack {ENCODER_OUTPUT!r}")
     if index.ntotal != n or index.d != d:
         problems.append(f"index holds {index.ntotal}×{index.d}, manifest says {n}×{d}")
     if len(records) != n:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from app.serving.artifacts import ENCODER_INPUTS
+from app.serving.artifacts import ENCODER_INPUTS, ENCODER_OUTPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,4 +48,4 @@ class Encoder:
             ids[row, :n] = h.items[:n]
             weights[row, :n] = h.weights[:n]
         feeds = dict(zip(ENCODER_INPUTS, (ids, weights), strict=True))
-        return self._session.run(None, feeds)[0]
+        return self._session.run([ENCODER_OUTPUT], feeds)[0]

@@ -23,6 +23,16 @@ from app.serving.retrieve import retrieve
 NO_ITEMS = np.zeros(0, dtype=np.int64)
 
 
+class Basis(StrEnum):
+    """Which part of an item's retrieval score carried it: the user's own history, the friends'
+    taste, or the popularity prior (also every popular-fill item) — what the item's reasons
+    say, so a list made from a signal too weak to rank by is not called "similar to history"."""
+
+    HISTORY = "history"
+    FRIENDS = "friends"
+    POPULARITY = "popularity"
+
+
 class Strategy(StrEnum):
     PERSONAL_SOCIAL = "personal_social"
     PERSONAL = "personal"
@@ -79,7 +89,8 @@ class Scored:
     item: int
     score: float
     friends: tuple[str, ...] = ()
-    popular: bool = False
+    popular: bool = False  # from the popular fill
+    basis: Basis = Basis.POPULARITY
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,11 @@ class Recommender:
         self.encoder = Encoder(artifacts.session, artifacts.manifest.max_history)
         self.popular = Popularity.of_counts(artifacts.popularity)
         # Computed once instead of for every request's candidates (bit-identical per row).
-        self.item_norms = np.linalg.norm(artifacts.item_vectors, axis=1)
+        self.taste_norms = np.linalg.norm(artifacts.item_vectors[:, :-1], axis=1)
+        # An item the model knows nothing about (no interactions, no text) has an all-zero
+        # vector: its score would be 0, which outranks every informed item whose score is
+        # negative — never show it over them.
+        self.informed = np.any(artifacts.item_vectors != 0, axis=1)
 
     @property
     def manifest(self) -> Manifest:
@@ -136,13 +151,18 @@ class Recommender:
                   banned: np.ndarray, allowed: np.ndarray | None,
                   rerank_stage: bool) -> list[Scored]:
         m = self.manifest
+        band = m.band(len(user.history))
         own = user.vector if user.vector is not None else self.encode([user.history])[0]
-        vector = own if friends is None else blend(own, friends.vectors, friends.ties,
-                                                   m.blend.friend_weight)
+        vector = (own if friends is None else blend(own, friends.vectors, friends.ties,
+                                                    band.friend_weight)).copy()
+        vector[-1] = band.popularity_weight_alone if friends is None else \
+            band.popularity_weight
         n = max(m.rerank.candidates, query.k) + len(banned)
         scores, ids = retrieve(self.artifacts.index, vector[None, :], n, allowed)
-        mask = keep(ids[0], banned)
-        ids, scores = ids[0][mask], scores[0][mask]
+        ids, scores = ids[0], scores[0]
+        mask = keep(ids, banned)
+        mask[mask] = self.informed[ids[mask]]
+        ids, scores = ids[mask], scores[mask]
         cand, pos = friends.engaged_with(ids) if friends is not None else (NO_ITEMS, NO_ITEMS)
         if rerank_stage:
             # Σ ties of the friends who engaged, added in friend order in float32 (ufunc.at is
@@ -150,9 +170,10 @@ class Recommender:
             social = np.zeros(len(ids), dtype=np.float32)
             if friends is not None and len(cand):
                 np.add.at(social, cand, friends.ties[pos])
-            scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, m.rerank,
-                            item_norms=self.item_norms[ids])
+            scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, band,
+                            item_norms=self.taste_norms[ids])
         top = np.argsort(-scores, kind="stable")[: query.k]
+        basis = self._basis(own, vector, ids[top])
         names = friends.ids if friends is not None else []
         shown = np.zeros(len(ids), dtype=bool)
         shown[top] = True
@@ -161,8 +182,19 @@ class Recommender:
         for c, p in zip(cand[named].tolist(), pos[named].tolist(), strict=True):
             engaged.setdefault(c, []).append(p)
         return [Scored(int(ids[t]), float(scores[t]),
-                       tuple(names[p] for p in engaged.get(t, ())))
-                for t in top.tolist()]
+                       tuple(names[p] for p in engaged.get(t, ())), basis=b)
+                for t, b in zip(top.tolist(), basis, strict=True)]
+
+    def _basis(self, own: np.ndarray, vector: np.ndarray, items: np.ndarray) -> list[Basis]:
+        """The largest positive part of each item's retrieval score: own taste u·y, the
+        friends' blended taste (v − u)·y, or the popularity prior p·popularity."""
+        y = self.artifacts.item_vectors[items]
+        parts = np.stack([y[:, :-1] @ own[:-1], y[:, :-1] @ (vector[:-1] - own[:-1]),
+                          y[:, -1] * vector[-1]])
+        kinds = (Basis.HISTORY, Basis.FRIENDS, Basis.POPULARITY)
+        best = parts.argmax(axis=0)
+        return [kinds[b] if parts[b, j] > 0 else Basis.POPULARITY
+                for j, b in enumerate(best.tolist())]
 
     def _fill(self, have: list[Scored], k: int, banned: np.ndarray, allowed: np.ndarray | None,
               popular: Popularity | None) -> list[Scored]:

@@ -1,10 +1,11 @@
-"""Rerank stage: retrieval score + the match function + social proof (docs/ARTIFACTS.md)."""
+"""Rerank stage: retrieval score + the match function on the taste coordinates + social proof
+(docs/ARTIFACTS.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.serving.artifacts import RerankParams
+from app.serving.artifacts import HistoryBand
 
 
 def match(user: np.ndarray, items: np.ndarray,
@@ -19,13 +20,15 @@ def match(user: np.ndarray, items: np.ndarray,
 
 
 def rerank(user: np.ndarray, item_vectors: np.ndarray, scores: np.ndarray,
-           social: np.ndarray, params: RerankParams,
+           social: np.ndarray, band: HistoryBand,
            item_norms: np.ndarray | None = None) -> np.ndarray:
-    """Final scores for candidates: `scores` are inner products, `social` the summed tie weights
-    of friends who engaged with each candidate (log-damped: the tenth friend adds less)."""
+    """Final scores for candidates: `scores` are the retrieval inner products, `social` the
+    summed tie weights of friends who engaged with each candidate (log-damped: the tenth friend
+    adds less). The match function compares tastes only: the vectors' last coordinate is the
+    popularity prior, not taste (`item_norms` are the taste parts' norms)."""
     final = scores.astype(np.float32, copy=True)
-    if params.match_weight:
-        final += params.match_weight * match(user, item_vectors, item_norms)
-    if params.social_weight:
-        final += params.social_weight * np.log1p(social)
+    if band.match_weight:
+        final += band.match_weight * match(user[:-1], item_vectors[:, :-1], item_norms)
+    if band.social_weight:
+        final += band.social_weight * np.log1p(social)
     return final

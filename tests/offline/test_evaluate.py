@@ -1,13 +1,21 @@
-"""The metrics of docs/CLI.md on hand-computed cases, and the bucket report's per-user
-comparison."""
+"""The metrics of docs/CLI.md on hand-computed cases, the bucket report's per-user comparison,
+and the truncated-history protocol's choice of items and its bootstrap."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from app.offline.evaluate import UserRanking, _changed_hits, metrics_at
+from app.offline.evaluate import (
+    UserRanking,
+    _changed_hits,
+    metrics_at,
+    paired_bootstrap,
+    per_user,
+    truncate,
+)
 
 
 def test_metrics_by_hand() -> None:
@@ -38,3 +46,36 @@ def test_changed_hits_counts_users_not_means() -> None:
     # beyond k nothing counts
     assert _changed_hits(list(zip(full, no_social, strict=True)), k=1) == {
         "k": 1, "more": 0, "fewer": 1}
+
+
+def test_per_user_metrics_are_what_metrics_at_averages() -> None:
+    rankings = [UserRanking(0, [5, 1, 7], {1, 9}), UserRanking(1, [2, 3, 4], {4})]
+    each = per_user(rankings, 3)
+    means = metrics_at(rankings, [3], n_items=10)
+    for name, values in each.items():
+        assert len(values) == 2
+        assert means[name] == pytest.approx(values.mean())
+    assert each["recall@3"].tolist() == [0.5, 1.0]
+
+
+def test_truncation_is_seeded_nested_and_keeps_recency_order() -> None:
+    histories = [[(i, 1.0) for i in range(20)], [(100 + i, 1.0) for i in range(8)], []]
+    one = truncate(histories, [0, 1], 1)
+    three = truncate(histories, [0, 1], 3)
+    assert truncate(histories, [1], 3)[1] == three[1]  # independent of the other users asked
+    assert truncate(histories, [0, 1], 3, seed=1) != three
+    for u in (0, 1):
+        assert len(one[u]) == 1 and len(three[u]) == 3
+        assert set(one[u]) <= set(three[u]) <= set(histories[u])
+        positions = [histories[u].index(p) for p in three[u]]
+        assert positions == sorted(positions)
+    assert truncate(histories, [0], 0) == {0: []}
+
+
+def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_difference() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(500)
+    better = paired_bootstrap(base + 0.05 + rng.normal(0, 0.1, 500), base)
+    assert 0 < better["low"] < better["mean"] < better["high"]
+    noise = paired_bootstrap(base + rng.normal(0, 0.1, 500), base)
+    assert noise["low"] < 0 < noise["high"]

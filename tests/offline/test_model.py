@@ -12,11 +12,12 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from app.offline.model import (  # noqa: E402
+    BandScorer,
     FoldInEncoder,
-    SocialScorer,
     export_onnx,
     fit_als,
     pad_histories,
+    popularity_feature,
 )
 
 N_ITEMS, DIM, REG, ALPHA, SCALE = 300, 16, 5.0, 4.0, 2.0
@@ -99,22 +100,28 @@ def test_padding_and_its_position_do_not_change_the_vector(session) -> None:
     np.testing.assert_allclose(out[0], short[0], atol=1e-6)
 
 
-def test_scorer_parts_equal_forward() -> None:
+def test_band_scorer_is_the_served_formula() -> None:
     gen = torch.Generator().manual_seed(1)
-    factors = torch.randn(40, 6, generator=gen)
-    scorer = SocialScorer(factors, np.arange(40, dtype=np.float32), friend_weight=0.3,
-                          bias_strength=-0.05)
-    own = torch.cat([torch.randn(5, 6, generator=gen), torch.ones(5, 1)], 1)
-    friends = torch.cat([torch.randn(5, 6, generator=gen), torch.ones(5, 1)], 1)
+    own, friends = torch.randn(5, 40, generator=gen), torch.randn(5, 40, generator=gen)
+    social = torch.rand(5, 40, generator=gen) * 3
+    pop = popularity_feature(np.arange(40, dtype=np.float32))
     has = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    scorer = BandScorer(friend_weight=0.3, popularity_weight=-0.2, social_weight=0.1)
     with torch.no_grad():
-        direct = scorer(own, friends, has)
-        parts = scorer.from_parts(*scorer.parts(own, friends), has)
-        # the served formula, written out: (own + fw·has·friends) · [y, β·log1p(n)]
-        items = torch.cat([factors, (-0.05 * torch.log1p(torch.arange(40.0)))[:, None]], 1)
-        served = (own + 0.3 * has[:, None] * friends) @ items.T
-    torch.testing.assert_close(direct, served, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(parts, served, atol=1e-5, rtol=1e-5)
+        scorer.popularity_weight_alone.fill_(0.7)
+        got = scorer(own, friends, torch.from_numpy(pop).expand(5, -1), social, has)
+    for row in range(5):
+        with_friends = bool(has[row])
+        expected = own[row] + (0.3 * friends[row] + 0.1 * torch.log1p(social[row])
+                               if with_friends else 0.0) \
+            + (-0.2 if with_friends else 0.7) * torch.from_numpy(pop)
+        torch.testing.assert_close(got[row], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_popularity_feature_is_zero_only_without_interactions() -> None:
+    feature = popularity_feature(np.array([0.0, 1.0, 3.0, 100.0], dtype=np.float32))
+    assert feature[0] == 0.0 and feature[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(feature) > 0)
 
 
 def test_fit_als_is_deterministic_and_learns_structure() -> None:

@@ -1,5 +1,6 @@
 """Known-answer tests of each serving stage and of `Recommender.recommend`, on a toy world whose
-numbers can be checked by hand: 2-D item vectors and a sum-of-embeddings ONNX encoder."""
+numbers can be checked by hand: 2-D tastes plus the popularity coordinate (0 here unless a test
+says otherwise) and a sum-of-embeddings ONNX encoder."""
 
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ torch = pytest.importorskip("torch")
 
 from app.offline.dataset import Dataset, IdMap, ItemMeta  # noqa: E402
 from app.offline.export import export_artifacts  # noqa: E402
-from app.serving.artifacts import BlendParams, ModelArtifacts, RerankParams  # noqa: E402
+from app.serving.artifacts import (  # noqa: E402
+    BlendParams,
+    HistoryBand,
+    ModelArtifacts,
+    RerankParams,
+)
 from app.serving.blend import blend  # noqa: E402
 from app.serving.encode import History  # noqa: E402
 from app.serving.filter import keep  # noqa: E402
 from app.serving.pipeline import (  # noqa: E402
+    Basis,
     Friends,
     Query,
     Recommender,
@@ -34,6 +41,7 @@ from app.serving.retrieve import retrieve  # noqa: E402
 # item index → vector, category
 ITEMS = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0], [0.5, 0.0]],
                  dtype=np.float32)
+VECTORS = np.concatenate([ITEMS, np.zeros((len(ITEMS), 1), dtype=np.float32)], axis=1)
 CATEGORIES = ["a", "a", "b", "b", "a", "b"]
 HISTORIES = {"alice": [(0, 1.0)], "bob": [(3, 2.0), (2, 1.0)], "erin": [(3, 1.0), (5, 1.0)],
              "carol": [], "dave": []}
@@ -57,7 +65,7 @@ def _write_encoder(folder: Path) -> str:
     ids, weights = torch.zeros((1, 2), dtype=torch.int64), torch.ones((1, 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(SumEncoder(ITEMS), (ids, weights), str(folder / "encoder.onnx"),
+        torch.onnx.export(SumEncoder(VECTORS), (ids, weights), str(folder / "encoder.onnx"),
                           dynamo=False, opset_version=17,
                           input_names=["item_ids", "item_weights"],
                           output_names=["user_vector"],
@@ -67,21 +75,30 @@ def _write_encoder(folder: Path) -> str:
     return "encoder.onnx"
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
+def _toy(folder: Path, vectors: np.ndarray, bands: list[HistoryBand]) -> Recommender:
     users = IdMap(list(HISTORIES))
-    items = IdMap([f"i{n}" for n in range(len(ITEMS))])
+    items = IdMap([f"i{n}" for n in range(len(vectors))])
     data = Dataset(
         users=users, items=items,
         histories=[HISTORIES[u] for u in users.ids],
         friends=[[(users.index[f], t) for f, t in FRIENDS.get(u, [])] for u in users.ids],
         item_meta={n: ItemMeta(title=f"Item {n}", category=c) for n, c in enumerate(CATEGORIES)})
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    export_artifacts(folder, data=data, item_vectors=ITEMS, write_encoder=_write_encoder,
-                     max_history=50, blend=BlendParams(friend_weight=0.5),
-                     rerank=RerankParams(candidates=10), event_weights={"view": 1.0},
-                     data_fingerprint="toy", model_info={"architecture": "sum"}, metrics={})
+    export_artifacts(folder, data=data, item_vectors=vectors, write_encoder=_write_encoder,
+                     max_history=50, blend=BlendParams(), rerank=RerankParams(candidates=10),
+                     bands=bands, event_weights={"view": 1.0}, data_fingerprint="toy",
+                     model_info={"architecture": "sum"}, metrics={})
     return Recommender(ModelArtifacts.load(folder))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
+    return _toy(tmp_path_factory.mktemp("toy") / "model", VECTORS,
+                [HistoryBand(friend_weight=0.5)])
+
+
+def _with_bands(rec: Recommender, *bands: HistoryBand) -> Recommender:
+    manifest = rec.manifest.model_copy(update={"bands": list(bands)})
+    return Recommender(dataclasses.replace(rec.artifacts, manifest=manifest))
 
 
 def _state(rec: Recommender, user: str) -> UserState:
@@ -157,12 +174,12 @@ def test_rerank_adds_match_and_log_damped_social_proof() -> None:
     items = np.array([[1.0, 0.0], [2.0, 0.0]], dtype=np.float32)
     scores = np.array([1.0, 2.0], dtype=np.float32)
     social = np.array([0.0, 3.0], dtype=np.float32)
-    params = RerankParams(match_weight=2.0, social_weight=0.5)
-    out = rerank(user, items, scores, social, params)
+    band = HistoryBand(match_weight=2.0, social_weight=0.5)
+    out = rerank(user, items, scores, social, band)
     np.testing.assert_allclose(out, [1.0 + 2.0 * 1.0, 2.0 + 2.0 * 0.5 + 0.5 * math.log(4.0)],
                                atol=1e-6)
     # zero weights leave the inner products untouched
-    np.testing.assert_array_equal(rerank(user, items, scores, social, RerankParams()), scores)
+    np.testing.assert_array_equal(rerank(user, items, scores, social, HistoryBand()), scores)
 
 
 def test_social_term_reorders_equal_scores_by_friends_engaged() -> None:
@@ -170,7 +187,7 @@ def test_social_term_reorders_equal_scores_by_friends_engaged() -> None:
     items = np.ones((3, 2), dtype=np.float32)
     scores = np.array([1.0, 1.0, 1.0], dtype=np.float32)
     social = np.array([1.0, 3.0, 0.0], dtype=np.float32)
-    out = rerank(user, items, scores, social, RerankParams(social_weight=0.1))
+    out = rerank(user, items, scores, social, HistoryBand(social_weight=0.1))
     assert np.argsort(-out, kind="stable").tolist() == [1, 0, 2]
 
 
@@ -187,7 +204,8 @@ def test_filter_drops_empty_slots_and_banned_items() -> None:
 def test_encoder_output_through_onnx(toy: Recommender) -> None:
     vectors = toy.encode([History.of(HISTORIES["alice"]), History.of(HISTORIES["bob"]),
                           History.of([])])
-    np.testing.assert_allclose(vectors, [[1.0, 0.0], [0.6, 2.8], [0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(vectors, [[1.0, 0.0, 0.0], [0.6, 2.8, 0.0], [0.0, 0.0, 0.0]],
+                               atol=1e-6)
 
 
 def test_personal_strategy_ranks_by_inner_product(toy: Recommender) -> None:
@@ -214,8 +232,7 @@ def test_personal_social_strategy_blends_friends(toy: Recommender) -> None:
 
 
 def test_social_weight_lifts_items_friends_engaged_with(toy: Recommender) -> None:
-    manifest = toy.manifest.model_copy(update={"rerank": RerankParams(social_weight=10.0)})
-    boosted = Recommender(dataclasses.replace(toy.artifacts, manifest=manifest))
+    boosted = _with_bands(toy, HistoryBand(friend_weight=0.5, social_weight=10.0))
     state = _state(toy, "alice")
     # i2 1.90 + 10·ln 2, i3 1.40 + 10·ln 2, then i1, i5, i4
     assert _items(boosted, state, Query(k=5)) == [2, 3, 1, 5, 4]
@@ -288,8 +305,8 @@ def test_scores_never_increase_down_a_personal_list_with_popular_fill(
     """An index that finds fewer candidates than asked for (here it holds i0-i2 only, as an
     approximate index may miss items): the list is filled from popularity below the personal
     items, whatever popularity counts are."""
-    partial = faiss.IndexIDMap(faiss.IndexFlatIP(2))
-    partial.add_with_ids(ITEMS[:3], np.arange(3, dtype=np.int64))
+    partial = faiss.IndexIDMap(faiss.IndexFlatIP(3))
+    partial.add_with_ids(VECTORS[:3], np.arange(3, dtype=np.int64))
     rec = Recommender(dataclasses.replace(toy.artifacts, index=partial))
     live = rec.popular.with_live(np.array([5, 4]), np.array([1000.0, 900.0]), complete=True)
     state = UserState(history=History.of(HISTORIES["alice"]))
@@ -298,3 +315,41 @@ def test_scores_never_increase_down_a_personal_list_with_popular_fill(
         assert [s.popular for s in result.items] == [False, False, True, True, True]
         scores = [s.score for s in result.items]
         assert scores == sorted(scores, reverse=True), scores
+
+
+# --- history bands, the popularity prior, items without information ------------------------
+
+def test_band_is_chosen_by_the_number_of_known_items(toy: Recommender) -> None:
+    # popularity coordinates that rank i4 first when the prior counts, last when it does not
+    vectors = VECTORS.copy()
+    vectors[:, 2] = [0.1, 0.2, 0.3, 0.4, 1.0, 0.0]
+    rec = _toy(Path(toy.artifacts.folder).with_name("bands"), vectors,
+               [HistoryBand(popularity_weight_alone=100.0), HistoryBand(min_items=2)])
+    one = UserState(history=History.of(HISTORIES["alice"]))  # 1 item: band 0, prior dominates
+    assert _items(rec, one, Query(k=2)) == [4, 3]
+    two = UserState(history=History.of([(0, 1.0), (5, 1.0)]))  # 2 items: taste only
+    assert _items(rec, two, Query(k=2)) == [1, 2]
+
+
+def test_items_without_information_never_outrank_informed_ones(
+        tmp_path: Path) -> None:
+    vectors = VECTORS.copy()
+    vectors[5] = 0.0  # i5: no interactions, no text — nothing known
+    rec = _toy(tmp_path / "model", vectors, [HistoryBand()])
+    # a taste that dislikes everything informed: every informed score is < 0 = i5's score
+    state = UserState(history=History.of([(4, 1.0)]), vector=np.array([-1.0, -1.0, 0.0],
+                                                                      dtype=np.float32))
+    ranked = rec.recommend(state, Query(k=5)).items
+    assert {s.item for s in ranked[:4]} == {0, 1, 2, 3}
+    assert all(s.score < 0 for s in ranked[:4])
+    assert ranked[4].item == 5 and ranked[4].popular  # only as the popular fill, last
+
+
+def test_basis_names_the_part_of_the_score_that_carried_each_item(toy: Recommender) -> None:
+    state = _state(toy, "alice")
+    rec = toy.recommend(state, Query(k=5))
+    basis = {s.item: s.basis for s in rec.items}
+    # own alice [1, 0] vs friends 0.5 · bob [0.6, 2.8] = [0.3, 1.4]: i1 0.8 vs 1.08, i3 0 vs 1.4
+    assert basis[1] is Basis.FRIENDS and basis[3] is Basis.FRIENDS
+    assert basis[5] is Basis.HISTORY  # own 0.5 > friends 0.15
+    assert basis[4] is Basis.POPULARITY  # nothing positive carries it

@@ -9,7 +9,7 @@ from pathlib import Path
 from app.offline.train import TrainConfig, train
 
 TINY = TrainConfig(dim=32, iterations=12, patience=3, epochs=40,
-                   match_weights="0,0.5", social_weights="0,0.03")
+                   match_weights="0,0.5")
 
 
 def train_tiny(data_dir: Path, out: Path, seed: int = 0) -> Path:

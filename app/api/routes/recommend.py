@@ -11,7 +11,7 @@ from app.api.deps import StateDep
 from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
-from app.serving.pipeline import Recommender, Scored, Strategy
+from app.serving.pipeline import Basis, Recommender, Scored, Strategy
 
 router = APIRouter(tags=["recommend"])
 
@@ -83,8 +83,10 @@ def _reasons(s: Scored, strategy: Strategy) -> list[dict[str, Any]]:
     reasons: list[dict[str, Any]] = []
     if s.friends:
         reasons.append({"kind": "friends_engaged", "friends": list(s.friends)})
-    if s.popular:
+    if s.popular or s.basis is Basis.POPULARITY:
         reasons.append({"kind": "popular"})
-    elif strategy in PERSONAL:
+    elif s.basis is Basis.HISTORY and strategy in PERSONAL:
         reasons.append({"kind": "similar_to_history"})
+    elif s.basis is Basis.FRIENDS and not s.friends:
+        reasons.append({"kind": "friends_taste"})
     return reasons
