@@ -172,7 +172,8 @@ def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
         pairs = [(f, n) for f, n in zip(rankings["full"], rankings["no_social"], strict=True)
                  if member(f)]
         report["buckets"][label] = bucket.pop("full") | bucket | {
-            "users": len(pairs), "social_changes_hits": _changed_hits(pairs, max(ks))}
+            "users": len(pairs), "social_changes_hits": _changed_hits(pairs, max(ks)),
+            "social_gain": social_gain(pairs, max(ks))}
     report["users"] = len(test)
     report["truncated"] = evaluate_truncated(recommender, data, test, ks)
     return report
@@ -210,15 +211,23 @@ def evaluate_truncated(recommender: Recommender, data: Dataset, test: dict[int, 
         states = user_states(recommender, data, test,
                              known=truncate(data.histories, test, n))
         entry: dict[str, Any] = {"users": len(test)}
-        per: dict[str, dict[str, np.ndarray]] = {}
-        for name in ("full", "no_social"):
-            rankings = rank_users(recommender, data, test, k, states=states, **VARIANTS[name])
-            entry[name] = metrics_at(rankings, ks, data.n_items)
-            per[name] = per_user(rankings, k)
-        entry["social_gain"] = {m: paired_bootstrap(per["full"][m], per["no_social"][m])
-                                for m in (f"recall@{k}", f"ndcg@{k}")}
+        rankings = {name: rank_users(recommender, data, test, k, states=states, **VARIANTS[name])
+                    for name in ("full", "no_social")}
+        for name, ranked in rankings.items():
+            entry[name] = metrics_at(ranked, ks, data.n_items)
+        entry["social_gain"] = social_gain(
+            list(zip(rankings["full"], rankings["no_social"], strict=True)), k)
         out[str(n)] = entry
     return out
+
+
+def social_gain(pairs: list[tuple[UserRanking, UserRanking]],
+                k: int) -> dict[str, dict[str, float]]:
+    """Recall and NDCG at `k`: the mean per-user difference full − no_social over the (full,
+    no_social) ranking pairs, with its paired-bootstrap 95 % interval."""
+    full = per_user([f for f, _ in pairs], k)
+    alone = per_user([n for _, n in pairs], k)
+    return {m: paired_bootstrap(full[m], alone[m]) for m in (f"recall@{k}", f"ndcg@{k}")}
 
 
 def _changed_hits(pairs: list[tuple[UserRanking, UserRanking]], k: int) -> dict[str, int]:

@@ -137,7 +137,7 @@ def _buckets(report: Mapping[str, Any], k: int) -> str:
         key = f"{metric}@{k}"
         if with_intervals:
             gains = [buckets[label]["social_gain"][key] for label in labels]
-        else:  # a report from before the bootstrap: the difference of the means, no interval
+        else:  # a report written without per-bucket intervals: the difference of the means
             diffs = [buckets[label][key] - buckets[label]["no_social"][key] for label in labels]
             gains = [{"mean": d, "low": d, "high": d} for d in diffs]
         _gain_bars(ax, labels, gains, offset, color, f"{metric.capitalize()}@{k}")

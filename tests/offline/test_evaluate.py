@@ -12,8 +12,11 @@ from app.offline.evaluate import (
     UserRanking,
     _changed_hits,
     metrics_at,
+    most_popular,
     paired_bootstrap,
     per_user,
+    popular_share,
+    social_gain,
     truncate,
 )
 
@@ -79,3 +82,22 @@ def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_difference() ->
     assert 0 < better["low"] < better["mean"] < better["high"]
     noise = paired_bootstrap(base + rng.normal(0, 0.1, 500), base)
     assert noise["low"] < 0 < noise["high"]
+
+
+def test_social_gain_is_the_paired_per_user_difference_with_an_interval() -> None:
+    full = [UserRanking(u, [1, 2], {1}) for u in range(30)]
+    alone = [UserRanking(u, [1, 2] if u % 3 else [3, 4], {1}) for u in range(30)]
+    gain = social_gain(list(zip(full, alone, strict=True)), k=2)
+    recall = gain["recall@2"]
+    assert recall["mean"] == pytest.approx(10 / 30)  # every third user gained one full hit
+    assert 0 < recall["low"] < recall["mean"] < recall["high"] <= 1
+    assert set(gain) == {"recall@2", "ndcg@2"}
+
+
+def test_popularity_bias_counts_slots_taken_by_the_top_items() -> None:
+    popularity = np.array([5.0, 50.0, 1.0, 30.0] + [0.0] * 196)  # 200 items: top 1 % = 2
+    top = most_popular(popularity)
+    assert top == {1, 3}
+    rankings = [UserRanking(0, [1, 2, 3], {9}), UserRanking(1, [0, 2, 4], {9})]
+    assert popular_share(rankings, top, [1, 3]) == {"popular_share@1": 0.5,
+                                                    "popular_share@3": pytest.approx(2 / 6)}

@@ -168,6 +168,9 @@ def test_evaluate_report_is_one_file_whose_plots_render_offline(split: Path, tra
     assert set(report["curves"]) == {"full", "no_social", "no_rerank"}
     assert report["curves"]["full"]["recall@50"] >= report["full"]["recall@20"]
     assert 0 < report["full"]["popular_share@20"] < 1
+    for bucket in report["buckets"].values():
+        gain = bucket["social_gain"]["recall@20"]
+        assert gain["low"] <= gain["mean"] <= gain["high"]
     page = tmp_path / "report" / "report.html"
     with chromium() as browser:
         loaded, requested = images_loaded(browser, page)
