@@ -110,6 +110,14 @@ def _events_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delete_user(args: argparse.Namespace) -> int:
+    from app.offline.erase import delete_user
+
+    erased = delete_user(args.user_id, args.redis_url)
+    print(json.dumps({"user_id": args.user_id, "removed": dataclasses.asdict(erased)}))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     # Before faiss is imported anywhere, and inherited by every worker: single FAISS queries
     # are many times slower with several OpenMP threads.
@@ -214,6 +222,8 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
         ("evaluate", "evaluate artifacts on a train/test split", _evaluate),
         ("load", "bootstrap Redis with a dataset's histories and friendships", _load),
         ("events-export", "write the durable event log as dataset CSVs", _events_export),
+        ("delete-user", "erase everything held about one user (like DELETE /users/ID)",
+         _delete_user),
         ("serve", "run the HTTP service", _serve),
     ]
     p = {name: sub.add_parser(name, help=text) for name, text, _ in commands}
@@ -242,12 +252,13 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     p["evaluate"].add_argument("--report", metavar="DIR",
                                help="also write DIR/report.html: the report with plots, "
                                     "self-contained (needs matplotlib)")
-    for name in ("load", "events-export"):
+    for name in ("load", "events-export", "delete-user"):
         p[name].add_argument("--redis-url", default=None, type=_redis_url,
                              help="default: SOCIALREC_REDIS_URL or redis://127.0.0.1:6379/0")
     p["load"].add_argument("artifact_dir")
     p["load"].add_argument("data_dir")
     p["events-export"].add_argument("out_csv")
+    p["delete-user"].add_argument("user_id")
     p["serve"].add_argument("--host", default="127.0.0.1")
     p["serve"].add_argument("--port", type=int, default=8000)
     p["serve"].add_argument("--workers", type=int, default=1)
@@ -283,6 +294,7 @@ def ordinary_error(exc: Exception) -> str | None:
     from redis.exceptions import RedisError
 
     from app.offline.dataset import DataError
+    from app.offline.erase import UserIdError
     from app.serving.artifacts import ArtifactError
 
     if isinstance(exc, ValidationError) and exc.title == "Settings":
@@ -291,7 +303,7 @@ def ordinary_error(exc: Exception) -> str | None:
         return f"invalid settings: {exc}"
     if isinstance(exc, RedisError):  # not a subclass of the builtin ConnectionError
         return f"Redis: {exc}"
-    if isinstance(exc, DataError | ArtifactError | OSError):
+    if isinstance(exc, DataError | ArtifactError | OSError | UserIdError):
         return str(exc)
     return None
 

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
                                        description="Redis connections per API process")
     key_prefix: str = Field("sr", description="prefix of every Redis key this service writes")
     artifacts: Path = Field(Path("model_artifacts/demo"), description="model artifact folder")
-    admin_token: str | None = Field(None, description="bearer token for /admin; unset = admin off")
+    admin_token: str | None = Field(
+        None, description="bearer token for /admin and /users/{id} (GET and DELETE); unset = "
+        "admin off, GET /users open, DELETE /users refused (403)")
     history_len: int = Field(50, ge=1, le=1000, description="recent events kept per user")
     seen_len: int = Field(2000, ge=8, le=100_000,
                           description="items remembered per user to exclude as seen "
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length cap")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
+    reason_friend_ids: bool = Field(
+        True, description="name the friends in friends_engaged reasons; false = only their "
+        "number (friend_count), for shops that show reasons to end users")
     ui: bool = Field(True, description="serve the inspector page at /ui (it uses only the public "
                      "API); false = no /ui routes")
     event_weights: dict[str, float] | None = Field(

@@ -19,8 +19,8 @@ from app.main import create_app
 from app.offline.load import load_into_redis
 from app.offline.synth import write_synthetic_dataset
 from app.tools.local_redis import LocalRedis, LocalRedisCluster, answers
+from tests.support.auth import ADMIN_TOKEN
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
 SYNTH = {"n_users": 300, "n_items": 400, "seed": 3}
 
 

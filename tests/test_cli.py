@@ -35,6 +35,14 @@ def test_unreachable_redis_from_the_environment_is_one_line(tmp_path) -> None:
     assert f"127.0.0.1:{port}" in one_error_line(result)
 
 
+def test_delete_user_failures_are_one_line() -> None:
+    port = free_port()
+    unreachable = run_module("app.cli", "delete-user", "u1",
+                             "--redis-url", f"redis://127.0.0.1:{port}/0")
+    assert f"127.0.0.1:{port}" in one_error_line(unreachable)
+    assert "user_id" in one_error_line(run_module("app.cli", "delete-user", "not an id"))
+
+
 @pytest.mark.parametrize("command", [
     ["load", str(DEMO), str(DEMO / "data")],
     ["serve", "--port", str(free_port())],  # refused before anything listens

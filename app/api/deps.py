@@ -65,10 +65,33 @@ async def require_admin(settings: Annotated[Settings, Depends(get_settings)],
     """Admin routes are off without a configured token; the comparison is constant-time."""
     if settings.admin_token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "admin routes are disabled")
+    _check_token(settings.admin_token, credentials)
+
+
+async def guard_user_data(settings: Annotated[Settings, Depends(get_settings)],
+                          credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                 Depends(_bearer)]) -> None:
+    """GET /users/{id}: the admin token when one is configured, open otherwise."""
+    if settings.admin_token is not None:
+        _check_token(settings.admin_token, credentials)
+
+
+async def require_eraser(settings: Annotated[Settings, Depends(get_settings)],
+                         credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                Depends(_bearer)]) -> None:
+    """DELETE /users/{id}: only with the admin token; without one configured nobody may erase
+    (403: the route exists and the user may exist, the server's configuration refuses)."""
+    if settings.admin_token is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "erasure is disabled: set SOCIALREC_ADMIN_TOKEN to enable it")
+    _check_token(settings.admin_token, credentials)
+
+
+def _check_token(token: str, credentials: HTTPAuthorizationCredentials | None) -> None:
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
                             headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
+    if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
 
 
@@ -78,3 +101,5 @@ StoreDep = Annotated[RedisStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 AdminDep = Depends(require_admin)
+UserDataDep = Depends(guard_user_data)
+EraserDep = Depends(require_eraser)

@@ -15,7 +15,10 @@ MAX_EVENTS = 1000
 
 class Reason(BaseModel):
     kind: Literal["friends_engaged", "friends_taste", "similar_to_history", "popular"]
-    friends: list[str] | None = None
+    friends: list[str] | None = Field(
+        None, description="friends_engaged: the friends (SOCIALREC_REASON_FRIEND_IDS=true)")
+    friend_count: int | None = Field(
+        None, description="friends_engaged: how many friends engaged (always given)")
 
 
 class RecommendedItem(BaseModel):
@@ -90,6 +93,22 @@ class UserView(BaseModel):
     user_id: str
     history: list[HistoryEntry]
     friends: list[Friend]
+
+
+class Removed(BaseModel):
+    history_items: int = Field(description="items of the recent history")
+    friends: int = Field(description="entries of the user's own friend list")
+    follower_links: int = Field(description="the user's entries in other users' friend lists")
+    seen_items: int = Field(description="items of the seen set (kept to exclude seen items)")
+    cached_vectors: int
+    event_markers: int = Field(description="de-duplication markers of the user's events")
+    log_events: int = Field(description="durable log entries by the user or following or "
+                            "unfollowing the user")
+
+
+class UserErased(BaseModel):
+    user_id: str
+    removed: Removed
 
 
 class Problem(BaseModel):

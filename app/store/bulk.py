@@ -47,7 +47,8 @@ def replace_users(client: redis.Redis | RedisCluster, keys: Keys,
                   users: Sequence[UserSnapshot], settings: StoreSettings) -> None:
     """Replace these users' history (the `history_len` most recent items), seen set (the
     `seen_len` most recent), friends and cached vector in one pipeline: writing the same users
-    twice leaves the same state."""
+    twice leaves the same state. Each friendship also enters the reverse index an erasure
+    reads (app.store.keys `followers`, `followed`)."""
     pipe = client.pipeline(transaction=False)
     for user in users:
         u = user.user_id
@@ -64,6 +65,9 @@ def replace_users(client: redis.Redis | RedisCluster, keys: Keys,
                 item: history_entry(w, n - rank) for rank, (item, w) in enumerate(history)})
         if user.friends:
             pipe.hset(keys.friends(u), mapping=dict(user.friends))
+            pipe.sadd(keys.followed(u), *(f for f, _ in user.friends))
+            for f, _ in user.friends:
+                pipe.sadd(keys.followers(f), u)
     pipe.execute()
 
 

@@ -28,16 +28,35 @@ class Keys:
         behaviour with, bounded far beyond the history, for excluding seen items."""
         return f"{self.prefix}:{{u:{user_id}}}:seen"
 
-    def applied(self, user_id: str, event_id: str) -> str:
-        """Marker (with a TTL): this user's event already changed the user's state. In the
-        user's slot so the check and the writes are one atomic script."""
-        return f"{self.prefix}:{{u:{user_id}}}:ev:{event_id}"
+    def followers(self, user_id: str) -> str:
+        """SET of the users who have followed this user (the reverse of `friends`, so an
+        erasure finds the friend lists that name the user). Only ever grows until one of the
+        pair is erased: an unfollow keeps the pair, because removing it here could race a
+        follow of the same pair still landing in the follower's slot. A superset is safe:
+        the erasure's delete of an absent entry does nothing."""
+        return f"{self.prefix}:{{u:{user_id}}}:followers"
 
-    def logged(self, user_id: str, event_id: str) -> str:
-        """Marker (with a TTL): this user's event is already in the log. In the log's slot,
-        keyed like `applied` by (user, event id), so both steps de-duplicate the same events;
-        the user id's length keeps the key unambiguous (ids may contain ':')."""
-        return f"{self.prefix}:{{log}}:ev:{len(user_id)}:{user_id}:{event_id}"
+    def followed(self, user_id: str) -> str:
+        """SET of the users this user has followed (kept after unfollows, like `followers`):
+        whose `followers` sets name this user."""
+        return f"{self.prefix}:{{u:{user_id}}}:followed"
+
+    def applied(self, user_id: str) -> str:
+        """ZSET event_id → expiry (unix seconds): this user's events that already changed the
+        user's state. In the user's slot so the check and the writes are one atomic script;
+        one key per user, so an erasure finds every marker without scanning."""
+        return f"{self.prefix}:{{u:{user_id}}}:applied"
+
+    def logged(self, user_id: str) -> str:
+        """ZSET event_id → expiry: this user's events already in the log. In the log's slot,
+        keyed like `applied` by user, so both steps de-duplicate the same events."""
+        return f"{self.prefix}:{{log}}:ev:{user_id}"
+
+    def user_keys(self, user_id: str) -> tuple[str, ...]:
+        """Every key in the user's slot that holds the user's data."""
+        return (self.history(user_id), self.friends(user_id), self.vector(user_id),
+                self.seen(user_id), self.applied(user_id), self.followers(user_id),
+                self.followed(user_id))
 
     @property
     def events(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import struct
 import time
@@ -16,15 +17,26 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app.store.keys import Keys
-from app.store.scripts import APPLY_EVENT, LOG_EVENT, PUBLISH_RELOAD
+from app.store.scripts import (
+    APPLY_EVENT,
+    ERASE_LOG_PAGE,
+    ERASE_USER,
+    FOLLOWER_INDEX,
+    LOG_EVENT,
+    PUBLISH_RELOAD,
+    UNLINK_FROM_FOLLOWED,
+    UNLINK_FROM_FOLLOWER,
+)
 from app.store.seen import item_tag
 
 VECTOR_TTL_S = 7 * 24 * 3600
 # What a failing or unreachable Redis raises through this store: callers degrade or answer 503.
-STORE_ERRORS = (RedisError, OSError, TimeoutError)
+# A cluster client that cannot reach any node to learn the slot map raises
+# RedisClusterException, which is not a RedisError.
+STORE_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class StoreSettings(Protocol):
@@ -204,23 +216,48 @@ class _Script:
 
 _LOG = _Script.of(LOG_EVENT)
 _APPLY = _Script.of(APPLY_EVENT)
+_FOLLOWER = _Script.of(FOLLOWER_INDEX)
+_UNLINK_FOLLOWER = _Script.of(UNLINK_FROM_FOLLOWER)
+_UNLINK_FOLLOWED = _Script.of(UNLINK_FROM_FOLLOWED)
+_ERASE_USER = _Script.of(ERASE_USER)
+_ERASE_LOG_PAGE = _Script.of(ERASE_LOG_PAGE)
 ScriptCall = tuple[_Script, list[str], list[Any]]
+# Stream entries one erasure script reads: each call blocks Redis for about a millisecond.
+ERASE_LOG_PAGE_SIZE = 1000
+# Erasure passes at most: another pass runs only for follows naming the user that landed
+# while the previous pass ran.
+ERASE_PASSES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What an erasure removed (all zero when there was nothing left to remove)."""
+
+    history_items: int = 0
+    friends: int = 0  # the user's own friend list
+    follower_links: int = 0  # the user's entries in other users' friend lists
+    seen_items: int = 0
+    cached_vectors: int = 0
+    event_markers: int = 0  # de-duplication markers (applied and logged)
+    log_events: int = 0  # entries by the user, or following or unfollowing them, in the log
 
 
 def event_calls(keys: Keys, settings: StoreSettings, e: Event,
                 recency: float) -> list[ScriptCall]:
-    """The two script calls (log, then apply) that store one event: keys and arguments."""
+    """The script calls that store one event, with keys and arguments: log, then apply, then
+    for a follow the reverse index in the followed user's slot."""
     value = "" if e.value is None else repr(e.value)
     s = settings
     return [
-        (_LOG, [keys.logged(e.user_id, e.event_id), keys.events, keys.popularity],
+        (_LOG, [keys.logged(e.user_id), keys.events, keys.popularity],
          [s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type, e.item_id or "",
           e.friend_id or "", value, "" if e.timestamp is None else repr(e.timestamp)]),
-        (_APPLY, [keys.applied(e.user_id, e.event_id), keys.history(e.user_id),
-                  keys.friends(e.user_id), keys.vector(e.user_id), keys.seen(e.user_id)],
+        (_APPLY, [keys.applied(e.user_id), keys.history(e.user_id), keys.friends(e.user_id),
+                  keys.vector(e.user_id), keys.seen(e.user_id), keys.followed(e.user_id)],
          [s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value, repr(e.weight),
-          repr(recency), s.history_len, item_tag(e.item_id or ""), s.seen_len]),
-    ]
+          repr(recency), s.history_len, item_tag(e.item_id or ""), s.seen_len, e.event_id]),
+    ] + ([(_FOLLOWER, [keys.followers(e.friend_id)], [e.user_id])]
+         if e.type == "follow" and e.friend_id is not None else [])
 
 
 class RedisStore:
@@ -320,12 +357,90 @@ class RedisStore:
         of the same batch is safe (see app.store.scripts)."""
         now = time.time()
         calls: list[ScriptCall] = []
+        applies = []
         for n, e in enumerate(events):
             # Batch order breaks ties between events without a timestamp.
             recency = e.timestamp if e.timestamp is not None else now + n * 1e-6
+            applies.append(len(calls) + 1)
             calls += event_calls(self.keys, self._settings, e, recency)
         results = await self._run_scripts(calls)
-        return [bool(r) for r in results[1::2]]
+        return [bool(results[n]) for n in applies]
+
+    async def erase(self, user_id: str) -> Erased:
+        """Remove everything held about a user, in steps each confined to one slot:
+
+        1. the user's entry in each follower's friend list, and the user in the reverse index
+           of each user they followed, as the user's reverse index lists them;
+        2. the user's events in the log, and events naming the user as friend, page by page,
+           then the user's log markers;
+        3. the user's own keys, the reverse index entries handled in step 1 last.
+
+        Every step is idempotent and the index step 1 reads goes last, so a retry after an
+        interruption (Redis down, process killed) finishes the erasure; running it again
+        afterwards removes nothing. A follow that entered the index while this ran is left in
+        it by step 3 and handled by another pass (up to ERASE_PASSES). An event for the user
+        stored while this runs is the user's activity after the erasure began: it survives
+        whole or in part, in keys a second erasure finds (app.store.scripts)."""
+        total = Erased()
+        for _ in range(ERASE_PASSES):
+            erased, left = await self._erase_pass(user_id)
+            total = Erased(*(a + b for a, b in zip(dataclasses.astuple(total),
+                                                   dataclasses.astuple(erased), strict=True)))
+            if not left:
+                break
+        return total
+
+    async def _erase_pass(self, user_id: str) -> tuple[Erased, int]:
+        """One pass of `erase`; also returns the reverse index entries left for another."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.smembers(k.followers(user_id))
+            pipe.smembers(k.followed(user_id))
+            replies = await pipe.execute()
+        followers, followed = (sorted(_s(u) for u in reply) for reply in replies)
+        calls: list[ScriptCall] = [
+            (_UNLINK_FOLLOWER, [k.friends(a), k.followed(a)], [user_id]) for a in followers]
+        calls += [(_UNLINK_FOLLOWED, [k.followers(f)], [user_id]) for f in followed]
+        unlinked = await self._run_scripts(calls) if calls else []
+        links = sum(int(r) for r in unlinked[:len(followers)])
+        log_events, start = 0, "-"
+        while True:
+            deleted, last, logged_markers = (await self._run_scripts([(
+                _ERASE_LOG_PAGE, [k.events, k.logged(user_id)],
+                [start, ERASE_LOG_PAGE_SIZE, user_id])]))[0]
+            log_events += int(deleted)
+            if not last:
+                break
+            start = "(" + _s(last)
+        history, friends, seen, vectors, markers, left = (await self._run_scripts(
+            [(_ERASE_USER, list(k.user_keys(user_id)),
+              [len(followers), *followers, *followed])]))[0]
+        return Erased(history_items=int(history), friends=int(friends), follower_links=links,
+                      seen_items=int(seen), cached_vectors=int(vectors),
+                      event_markers=int(markers) + int(logged_markers),
+                      log_events=log_events), int(left)
+
+    async def eviction_risk(self) -> str | None:
+        """Why Redis may silently drop durable state, or None. Under an `allkeys-*`
+        maxmemory-policy a full Redis evicts keys without a TTL too: histories, friend lists,
+        the reverse index, the event log. `noeviction` (writes fail, events get 503 and are
+        retried) and `volatile-*` (only keys with a TTL: cached vectors, markers) are safe."""
+        unsafe = sorted({p for p in await self.eviction_policies() if p.startswith("allkeys-")})
+        if not unsafe:
+            return None
+        return (f"redis maxmemory-policy {'/'.join(unsafe)} may evict histories, friend lists "
+                f"and the event log; set maxmemory-policy noeviction (or volatile-lru)")
+
+    async def eviction_policies(self) -> list[str]:
+        """The maxmemory-policy of every primary (one on a single Redis), from INFO, which
+        managed Redis services answer even where CONFIG is disabled."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()
+            infos = await asyncio.gather(*(self.client.info("memory", target_nodes=node)
+                                           for node in self.client.get_primaries()))
+        else:
+            infos = [await self.client.info("memory")]
+        return [_s(info.get("maxmemory_policy", "noeviction")) for info in infos]
 
     async def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
         """Every call as EVALSHA in one pipeline. On a cluster the pipeline is split by node

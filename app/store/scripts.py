@@ -6,17 +6,37 @@ own and each confined to one hash slot (so the same code runs on Redis Cluster):
 2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event, update history or friends,
    add the item to the seen set, drop the cached vector — all or nothing.
 
+A follow has a third step, FOLLOWER_INDEX in the followed user's slot, that adds the follower
+to the reverse index an erasure reads (app.store.keys `followers`).
+
 Both remember an event by the same pair, (user id, event id) (app.store.keys `logged` and
-`applied`): an event id is unique per user, so the two steps always agree on which events are
-new without talking to each other across slots. A failure between or during the two leaves each
-step either done or not done; the client's retry of the same batch completes the missing step
-and skips the done one, so every event ends up logged once and applied once.
+`applied`, per-user ZSETs of event id → expiry): an event id is unique per user, so the two
+steps always agree on which events are new without talking to each other across slots. A
+failure between or during the steps leaves each either done or not done; the client's retry of
+the same batch completes the missing step and skips the done one, so every event ends up logged
+once and applied once.
 """
 
-LOG_EVENT = """
--- KEYS: seen marker, events stream, popularity
+_FIRST_TIME = """
+-- True the first time this event id is seen within the TTL: remembered in a per-user ZSET
+-- (event id -> expiry), whose expired ids are dropped on the way.
+local function first_time(key, event_id, ttl)
+  local now = tonumber(redis.call('TIME')[1])
+  local expiry = redis.call('ZSCORE', key, event_id)
+  if expiry and tonumber(expiry) > now then
+    return false
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZADD', key, now + ttl, event_id)
+  redis.call('EXPIRE', key, ttl)
+  return true
+end
+"""
+
+LOG_EVENT = _FIRST_TIME + """
+-- KEYS: the user's logged markers, events stream, popularity
 -- ARGV: dedup_ttl, stream_maxlen, event_id, user_id, type, item_id, friend_id, value, timestamp
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+if not first_time(KEYS[1], ARGV[3], tonumber(ARGV[1])) then
   return 0
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
@@ -28,11 +48,11 @@ end
 return 1
 """
 
-APPLY_EVENT = """
--- KEYS: applied marker, history, friends, vector, seen set
+APPLY_EVENT = _FIRST_TIME + """
+-- KEYS: applied markers, history, friends, vector, seen set, followed
 -- ARGV: dedup_ttl, type, item_id, friend_id, value, weight, recency, history_cap, item tag
---       (8 bytes), seen_cap
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+--       (8 bytes), seen_cap, event_id
+if not first_time(KEYS[1], ARGV[11], tonumber(ARGV[1])) then
   return 0
 end
 local kind = ARGV[2]
@@ -40,6 +60,7 @@ if kind == 'follow' then
   local tie = tonumber(ARGV[5]) or 1
   if tie <= 0 then tie = 1 end
   redis.call('HSET', KEYS[3], ARGV[4], tie)
+  redis.call('SADD', KEYS[6], ARGV[4])
   return 1
 elseif kind == 'unfollow' then
   redis.call('HDEL', KEYS[3], ARGV[4])
@@ -87,6 +108,67 @@ if not known then
 end
 redis.call('DEL', KEYS[4])
 return 1
+"""
+
+FOLLOWER_INDEX = """
+-- KEYS: the followed user's followers
+-- ARGV: follower
+return redis.call('SADD', KEYS[1], ARGV[1])
+"""
+
+# Erasure (app.store.erase): each script in one slot; the caller runs them in an order that a
+# retry can finish (the reverse index is deleted last).
+UNLINK_FROM_FOLLOWER = """
+-- KEYS: the follower's friends, followed; ARGV: the erased user
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return removed
+"""
+
+UNLINK_FROM_FOLLOWED = """
+-- KEYS: a followed user's followers; ARGV: the erased user
+return redis.call('SREM', KEYS[1], ARGV[1])
+"""
+
+ERASE_USER = """
+-- KEYS: history, friends, vector, seen, applied, followers, followed (app.store.keys user_keys)
+-- ARGV: n, then the n followers and then the followed users the erasure has unlinked
+-- returns: history items, friends, seen items, cached vectors, event markers, and the reverse
+-- index entries left (follows that landed since the index was read: another pass unlinks them)
+local n = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('SREM', i <= n + 1 and KEYS[6] or KEYS[7], ARGV[i])
+end
+local counts = {redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[2]),
+                math.floor(redis.call('STRLEN', KEYS[4]) / 8), redis.call('EXISTS', KEYS[3]),
+                redis.call('ZCARD', KEYS[5]),
+                redis.call('SCARD', KEYS[6]) + redis.call('SCARD', KEYS[7])}
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return counts
+"""
+
+ERASE_LOG_PAGE = """
+-- KEYS: events stream, the user's logged markers
+-- ARGV: first id (exclusive after the first page: '(' prefix), page size, user
+-- Deletes one page's entries by the user or naming the user as friend; returns
+-- {deleted, last id read or '', markers deleted}; the last page also deletes the markers.
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local deleted = 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if (fields[i] == 'user_id' or fields[i] == 'friend_id') and fields[i + 1] == ARGV[3] then
+      deleted = deleted + redis.call('XDEL', KEYS[1], entry[1])
+      break
+    end
+  end
+end
+if #entries < tonumber(ARGV[2]) then
+  local markers = redis.call('ZCARD', KEYS[2])
+  redis.call('DEL', KEYS[2])
+  return {deleted, '', markers}
+end
+return {deleted, entries[#entries][1], 0}
 """
 
 PUBLISH_RELOAD = """

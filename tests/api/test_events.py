@@ -8,6 +8,7 @@ import redis
 
 from app.config import Settings
 from app.store.keys import Keys
+from tests.support.auth import ADMIN
 
 
 async def post(client: httpx.AsyncClient, events: list[dict]) -> httpx.Response:
@@ -23,7 +24,7 @@ async def test_accepts_behaviour_and_follows(client: httpx.AsyncClient) -> None:
     ])
     assert response.status_code == 202
     assert response.json() == {"accepted": 4, "duplicates": 0}
-    user = (await client.get("/users/alice")).json()
+    user = (await client.get("/users/alice", headers=ADMIN)).json()
     assert [f["user_id"] for f in user["friends"]] == ["bob"]
     history = {h["item_id"]: h for h in user["history"]}
     assert history["not-in-the-catalogue"]["known_to_model"] is False
@@ -33,7 +34,7 @@ async def test_accepts_behaviour_and_follows(client: httpx.AsyncClient) -> None:
 async def test_unfollow_removes_the_friend(client: httpx.AsyncClient) -> None:
     await post(client, [{"user_id": "carol", "type": "follow", "friend_id": "dave"}])
     await post(client, [{"user_id": "carol", "type": "unfollow", "friend_id": "dave"}])
-    assert (await client.get("/users/carol")).json()["friends"] == []
+    assert (await client.get("/users/carol", headers=ADMIN)).json()["friends"] == []
 
 
 async def test_same_ids_in_one_batch_count_once(client: httpx.AsyncClient) -> None:
@@ -49,10 +50,9 @@ async def test_an_event_id_is_unique_per_user(client: httpx.AsyncClient,
     for user, item in (("ann", "p00001"), ("ben", "p00002"), ("ann", "p00003")):
         await post(client, [{"event_id": "shared", "user_id": user, "type": "view",
                              "item_id": item}])
-    assert [h["item_id"] for h in (await client.get("/users/ben")).json()["history"]] == [
-        "p00002"]
-    assert [h["item_id"] for h in (await client.get("/users/ann")).json()["history"]] == [
-        "p00001"]
+    for user, item in (("ben", "p00002"), ("ann", "p00001")):
+        history = (await client.get(f"/users/{user}", headers=ADMIN)).json()["history"]
+        assert [h["item_id"] for h in history] == [item]
     r = redis.Redis.from_url(loaded.redis_url)
     try:
         log = r.xrange(Keys(loaded.key_prefix).events)
@@ -79,7 +79,8 @@ async def test_invalid_event_is_422_naming_index_and_field(client: httpx.AsyncCl
     response = await post(client, [good, event])
     assert response.status_code == 422
     assert loc in [err["loc"][: len(loc)] for err in response.json()["detail"]]
-    assert (await client.get("/users/u")).json()["history"] == [], "nothing half-applied"
+    user = (await client.get("/users/u", headers=ADMIN)).json()
+    assert user["history"] == [], "nothing half-applied"
 
 
 async def test_nan_and_infinity_are_rejected(client: httpx.AsyncClient) -> None:

@@ -143,7 +143,23 @@ async def test_follow_names_the_friend_who_bought_the_item(client: httpx.AsyncCl
     assert body["strategy"] == "social_cold_start"
     reasons = {i["item_id"]: i["reasons"] for i in body["items"]}
     assert item in reasons
-    assert {"kind": "friends_engaged", "friends": ["friend-x"]} in reasons[item]
+    assert {"kind": "friends_engaged", "friend_count": 1, "friends": ["friend-x"]} in reasons[item]
+
+
+async def test_reasons_can_count_friends_without_naming_them(loaded: Settings,
+                                                             synth_dir: Path) -> None:
+    """For shops that show reasons to end users: the friends' number, never their ids."""
+    item = sorted(data.item_categories(synth_dir))[7]
+    async with app_client(loaded.model_copy(update={"reason_friend_ids": False})) as client:
+        events = [{"user_id": "friend-y", "type": "purchase", "item_id": item},
+                  {"user_id": "friend-z", "type": "purchase", "item_id": item},
+                  {"user_id": "fan2", "type": "follow", "friend_id": "friend-y"},
+                  {"user_id": "fan2", "type": "follow", "friend_id": "friend-z"}]
+        assert (await client.post("/events", json={"events": events})).status_code == 202
+        body = await get(client, "fan2", k=100, explain="true")
+    reasons = {i["item_id"]: i["reasons"] for i in body["items"]}
+    assert {"kind": "friends_engaged", "friend_count": 2} in reasons[item]
+    assert "friend-y" not in json.dumps(body)
 
 
 async def test_exclude_and_category_keep_the_list_k_long(client: httpx.AsyncClient,

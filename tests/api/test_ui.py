@@ -10,6 +10,7 @@ import httpx
 from app.config import Settings
 from tests.conftest import app_client
 from tests.support import data
+from tests.support.auth import ADMIN
 
 ASSETS = {"inspector.js": "text/javascript", "inspector.css": "text/css"}
 
@@ -42,7 +43,7 @@ async def test_user_history_carries_catalogue_titles_and_categories(
         client: httpx.AsyncClient, synth_dir: Path) -> None:
     categories = data.item_categories(synth_dir)
     user = sorted(data.histories(synth_dir))[0]
-    body = (await client.get(f"/users/{user}")).json()
+    body = (await client.get(f"/users/{user}", headers=ADMIN)).json()
     assert body["history"]
     for entry in body["history"]:
         assert entry["title"]

@@ -17,6 +17,7 @@ from app.events import event_weight, type_weights
 from app.serving.artifacts import read_manifest
 from app.store.keys import Keys
 from tests.conftest import app_client
+from tests.support.auth import ADMIN
 
 COPIES = 4
 USERS = 20
@@ -40,7 +41,7 @@ def batch() -> list[dict]:
 
 
 async def history(client: httpx.AsyncClient, user: str) -> dict[str, float]:
-    body = (await client.get(f"/users/{user}")).json()
+    body = (await client.get(f"/users/{user}", headers=ADMIN)).json()
     return {h["item_id"]: h["weight"] for h in body["history"]}
 
 
@@ -78,7 +79,7 @@ async def test_the_same_batch_posted_at_once_is_applied_once(loaded: Settings, c
             assert got == pytest.approx(items, rel=1e-5), user  # stored as %.6g
         assert (await history(client, "u0001"))[old_item] == pytest.approx(rel=1e-5, expected=
             old_weight + event_weight("click", None, weights))
-        friends = (await client.get("/users/idem-9")).json()["friends"]
+        friends = (await client.get("/users/idem-9", headers=ADMIN)).json()["friends"]
         assert friends == [{"user_id": "idem-10", "weight": 1.0}]
 
     keys = Keys(loaded.key_prefix)
@@ -102,6 +103,6 @@ async def test_a_retry_after_a_lost_answer_reports_duplicates(client: httpx.Asyn
         "event_id": "lost-new", "user_id": "lost", "type": "view", "item_id": "p9"}]})
     assert first.json() == {"accepted": 3, "duplicates": 0}
     assert again.json() == {"accepted": 1, "duplicates": 3}
-    history = (await client.get("/users/lost")).json()["history"]
+    history = (await client.get("/users/lost", headers=ADMIN)).json()["history"]
     assert sorted(h["item_id"] for h in history) == ["p0", "p1", "p2", "p9"]
     assert {h["weight"] for h in history} == {1.0}

@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 
 from app.config import Settings
 from tests.support import data
+from tests.support.auth import ADMIN_TOKEN
 from tests.support.browser import chromium
 from tests.support.serve import ServeProcess
 
@@ -97,3 +98,36 @@ def test_look_up_a_user_see_friends_post_a_purchase_and_the_list_moves(
     expect(page.locator("body")).to_have_attribute("data-state", "ready")
     expect(page.locator("#history tbody tr").first).to_have_attribute("data-item", top)
     assert shown_items(page, "#recs-social") == after
+
+
+def test_with_an_admin_token_the_page_asks_for_it_and_counts_friends_without_ids(
+        loaded: Settings, tmp_path: Path, synth_dir: Path) -> None:
+    """A shop that guards user data (SOCIALREC_ADMIN_TOKEN) and hides friend ids in reasons:
+    the page shows the lists at once, the history and friends once the token is typed in, and
+    the friends who engaged as a number."""
+    process = ServeProcess({"SOCIALREC_REDIS_URL": loaded.redis_url,
+                            "SOCIALREC_KEY_PREFIX": loaded.key_prefix,
+                            "SOCIALREC_ARTIFACTS": str(loaded.artifacts),
+                            "SOCIALREC_ADMIN_TOKEN": ADMIN_TOKEN,
+                            "SOCIALREC_REASON_FRIEND_IDS": "false"},
+                           tmp_path / "serve.log").start()
+    try:
+        user, _ = social_user(process, synth_dir)
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{process.url}/ui?user={user}")
+            expect(page.locator("body")).to_have_attribute("data-state", "ready")
+            expect(page.locator("#history-note")).to_have_text(
+                "history and friends need the admin token")
+            chips = page.locator("#recs-social .chip.friends")
+            expect(chips.first).to_have_text(re.compile(r"^friends engaged: \d+$"))
+            expect(page.locator("#recs-social .chip.friends a.user")).to_have_count(0)
+
+            page.fill("#token", ADMIN_TOKEN)
+            page.locator("#token").dispatch_event("change")
+            page.click("#open-form button")
+            expect(page.locator("#history tbody tr").first).to_be_visible()
+            expect(page.locator("#history-note")).to_be_hidden()
+            expect(page.locator("#friends li").first).to_be_visible()
+    finally:
+        process.stop()

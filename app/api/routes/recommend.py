@@ -62,12 +62,13 @@ async def recommend(
     # cost more than the rest of the response path.
     body = {"user_id": user_id, "model_version": served.model_version,
             "strategy": rec.strategy.value, "degraded": served.degraded,
-            "items": [_item(recommender, s, rec.strategy, explain) for s in rec.items]}
+            "items": [_item(recommender, s, rec.strategy, explain,
+                            state.settings.reason_friend_ids) for s in rec.items]}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-def _item(recommender: Recommender, s: Scored, strategy: Strategy,
-          explain: bool) -> dict[str, Any]:
+def _item(recommender: Recommender, s: Scored, strategy: Strategy, explain: bool,
+          friend_ids: bool) -> dict[str, Any]:
     catalog = recommender.artifacts.catalog
     item: dict[str, Any] = {"item_id": catalog.ids[s.item], "score": round(s.score, 6)}
     if title := catalog.titles[s.item]:
@@ -75,14 +76,17 @@ def _item(recommender: Recommender, s: Scored, strategy: Strategy,
     if category := catalog.categories[s.item]:
         item["category"] = category
     if explain:
-        item["reasons"] = _reasons(s, strategy)
+        item["reasons"] = _reasons(s, strategy, friend_ids)
     return item
 
 
-def _reasons(s: Scored, strategy: Strategy) -> list[dict[str, Any]]:
+def _reasons(s: Scored, strategy: Strategy, friend_ids: bool) -> list[dict[str, Any]]:
     reasons: list[dict[str, Any]] = []
     if s.friends:
-        reasons.append({"kind": "friends_engaged", "friends": list(s.friends)})
+        engaged: dict[str, Any] = {"kind": "friends_engaged", "friend_count": len(s.friends)}
+        if friend_ids:
+            engaged["friends"] = list(s.friends)
+        reasons.append(engaged)
     if s.popular or s.basis is Basis.POPULARITY:
         reasons.append({"kind": "popular"})
     elif s.basis is Basis.HISTORY and strategy in PERSONAL:

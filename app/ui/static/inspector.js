@@ -78,7 +78,9 @@ function reasonChips(reasons) {
   for (const reason of reasons || []) {
     if (reason.kind === "friends_engaged") {
       const chip = el("span", "chip friends", "friends engaged: ");
-      reason.friends.forEach((id, n) => {
+      // Without ids (SOCIALREC_REASON_FRIEND_IDS=false) only their number is given.
+      if (!reason.friends) chip.append(String(reason.friend_count));
+      (reason.friends || []).forEach((id, n) => {
         if (n) chip.append(", ");
         chip.append(userLink(id));
       });
