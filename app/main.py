@@ -81,6 +81,7 @@ def _lifespan(settings: Settings,
         store = RedisStore(connect(settings), settings)
         state = AppState(settings=settings, store=store, models=models, metrics=metrics)
         app.state.socialrec = state
+        await _warn_of_eviction(store, settings.redis_timeout_s * 2)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
                  asyncio.create_task(_follow_reloads(state, stopping))]
@@ -100,6 +101,17 @@ def _lifespan(settings: Settings,
             metrics.close()
 
     return lifespan
+
+
+async def _warn_of_eviction(store: RedisStore, timeout_s: float) -> None:
+    """Say at start-up when Redis may evict durable state (also a 503 reason of /readyz);
+    a Redis that does not answer yet is /readyz's to report."""
+    try:
+        risk = await asyncio.wait_for(store.eviction_risk(), timeout_s)
+    except (TimeoutError, *STORE_ERRORS):
+        return
+    if risk is not None:
+        log.warning("%s: user state would be lost silently when Redis fills up", risk)
 
 
 async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:

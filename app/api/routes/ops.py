@@ -29,9 +29,13 @@ async def readyz(state: StateDep) -> Status | JSONResponse:
     version, reload_error = models.current.version, models.follow_error
     try:
         await asyncio.wait_for(state.store.ping(), state.settings.redis_timeout_s * 2)
+        # Not ready on a Redis that may evict durable state: it would lose histories silently.
+        risk = await asyncio.wait_for(state.store.eviction_risk(),
+                                      state.settings.redis_timeout_s * 2)
     except (TimeoutError, *STORE_ERRORS) as exc:
-        body = Status(status="unavailable", model_version=version,
-                      reason=f"redis unreachable: {type(exc).__name__}",
+        risk = f"redis unreachable: {type(exc).__name__}"
+    if risk is not None:
+        body = Status(status="unavailable", model_version=version, reason=risk,
                       reload_error=reload_error)
         return JSONResponse(body.model_dump(exclude_none=True),
                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
