@@ -23,6 +23,9 @@ async def test_with_a_token_both_user_routes_need_it(client: httpx.AsyncClient) 
 async def test_without_a_token_get_is_open_and_delete_is_off(loaded: Settings) -> None:
     async with app_client(loaded.model_copy(update={"admin_token": None})) as client:
         assert (await client.get("/users/u0001")).status_code == 200
+        # What curl sends with an unset $SOCIALREC_ADMIN_TOKEN (the README's example)
+        empty = {"Authorization": "Bearer "}
+        assert (await client.get("/users/u0001", headers=empty)).status_code == 200
         refused = await client.delete("/users/u0001", headers=ADMIN)
         assert refused.status_code == 403
         assert "SOCIALREC_ADMIN_TOKEN" in refused.json()["detail"]
