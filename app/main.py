@@ -13,9 +13,13 @@ import faiss
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Match
 
 from app import __version__
 from app.api.contract import publish_event_types
@@ -58,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Starlette types a handler as taking any Exception; this one is registered for one class.
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     return app
 
@@ -167,6 +172,18 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     not even representable in JSON, like NaN)."""
     detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A 405's `Allow` lists every method the path has: Starlette names only the first route
+    that matched the path, and GET and DELETE /users/{user_id} are two routes."""
+    if exc.status_code == 405:
+        allowed = [method for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                   if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                          for route in request.app.router.routes)]
+        exc = StarletteHTTPException(405, exc.detail,
+                                     headers={**(exc.headers or {}), "Allow": ", ".join(allowed)})
+    return await http_exception_handler(request, exc)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

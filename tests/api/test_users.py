@@ -58,3 +58,8 @@ async def test_delete_erases_answers_what_and_is_idempotent(client: httpx.AsyncC
 async def test_delete_rejects_a_malformed_id(client: httpx.AsyncClient) -> None:
     answer = await client.delete("/users/bad%20id", headers=ADMIN)
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["path", "user_id"]
+
+
+async def test_a_wrong_method_names_both_user_methods(client: httpx.AsyncClient) -> None:
+    answer = await client.put("/users/u0001")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET, DELETE"
