@@ -20,7 +20,8 @@ from asgi_lifespan import LifespanManager
 from app.config import Settings
 from app.main import create_app
 from app.tools.local_redis import LocalRedis, free_port
-from tests.conftest import ADMIN_TOKEN, app_client
+from tests.conftest import app_client
+from tests.support.auth import ADMIN, ADMIN_TOKEN
 from tests.support.serve import ServeProcess
 
 GOOD = {"user_id": "u", "type": "view", "item_id": "p1"}
@@ -140,7 +141,8 @@ async def test_more_than_1000_events_is_422_naming_the_list(api: httpx.AsyncClie
 ])
 async def test_malformed_path_and_query_are_422_naming_the_field(api: httpx.AsyncClient,
                                                                  path: str, field: str) -> None:
-    response = await api.get(path)
+    # /users needs the admin token first: a caller without it learns nothing, not even 422s.
+    response = await api.get(path, headers=ADMIN)
     assert response.status_code == 422
     assert field in fields_named(response)
 
