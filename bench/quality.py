@@ -2,7 +2,7 @@
 """Ranking quality on a fixed train/test split: socialrec (through the serving pipeline) vs
 baselines trained in the same run, scored by the same metric code over the same test users.
 
-    bench/quality [--data data/lastfm-split] [--artifacts DIR] [--no-docs]
+    bench/quality [--data data/lastfm-split] [--artifacts DIR] [--no-docs] [--report DIR]
 
 Trains socialrec's model with its default (validation-tuned) config on train.csv, evaluates it
 with app.offline.evaluate.evaluate (ONNX encoder → blend → FAISS → rerank, train items
@@ -24,6 +24,7 @@ from typing import Any
 from app.events import type_weights
 from app.offline.dataset import Dataset, load_dataset, load_test
 from app.offline.evaluate import BUCKETS, TRUNCATED, evaluate, metrics_at, rank_users, truncate
+from app.offline.report import CURVE_KS, write_report
 from app.serving.artifacts import Manifest
 from bench import baselines
 from bench.common import ROOT, command_line, machine, publish, table
@@ -273,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate these artifacts instead of training (no training time)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs/BENCHMARKS.md")
     parser.add_argument("--no-docs", action="store_true", help="print only")
+    parser.add_argument("--report", type=Path, default=None, metavar="DIR",
+                        help="also write DIR/report.html (evaluate's report, with the "
+                             "baselines drawn beside socialrec)")
     args = parser.parse_args(argv)
     import torch
 
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset(data_dir, type_weights(None, recommender.manifest.event_weights))
         test = {u: items for u, items in load_test(data_dir, data).items() if items}
         started = time.perf_counter()
-        report = evaluate(recommender, data, test, KS, progress=True)
+        curve_ks = CURVE_KS if args.report else ()
+        report = evaluate(recommender, data, test, KS, progress=True, curve_ks=curve_ks)
         eligible = {u: items for u, items in test.items()
                     if len(data.histories[u]) >= max(TRUNCATED)}
         eligible_full = metrics_at(rank_users(recommender, data, eligible, max(KS)), KS,
@@ -305,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     section = build_section(report, eligible_full, base, weights, timings, manifest,
                             machine(QUALITY_LIBS), command_line("quality", argv), data_dir)
     publish(section, "quality", args.docs, BEGIN, END, args.no_docs)
+    if args.report:
+        about = {"model": manifest.model_version, "data": str(data_dir)}
+        print(f"report: {write_report(report, args.report, KS, about, baselines=base)}")
     return 0
 
 

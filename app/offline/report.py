@@ -104,11 +104,12 @@ def _curves(report: Mapping[str, Any], baselines: Mapping[str, Mapping[str, floa
         ax.set_xlabel("K (list length)")
         ax.set_title(f"{'Recall' if metric == 'recall' else 'NDCG'}@K")
     axes[0].legend(fontsize=8)
-    rows = [[label, *(f"{v:.4f}" for v in _at(curves[name], "recall").values())]
-            for name, label in VARIANT_LABELS.items()]
-    rows += [[name, *(f"{v:.4f}" for v in _at(m, "recall").values())]
-             for name, m in baselines.items()]
-    header = ["Recall@K", *(str(x) for x in _at(curves["full"], "recall"))]
+    cutoffs = list(_at(curves["full"], "recall"))
+    named = [(label, curves[name]) for name, label in VARIANT_LABELS.items()]
+    rows = [[label, *(f"{v:.4f}" if (v := _at(m, "recall").get(k)) is not None else "—"
+                      for k in cutoffs)]
+            for label, m in [*named, *baselines.items()]]
+    header = ["Recall@K", *(str(k) for k in cutoffs)]
     return _section("Recall and NDCG by list length",
                     "Every test user ranked over the whole catalogue minus their train items, "
                     "through the serving pipeline; the ablations switch the friends' "

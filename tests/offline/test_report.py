@@ -63,6 +63,9 @@ def test_every_section_is_an_embedded_image(tmp_path: Path) -> None:
                   "Short histories", "popularity bias", "New products"):
         assert title in page
     assert "implicit ALS" in page and "m-test" in page
+    # a baseline measured at fewer cut-offs leaves the others blank, not shifted
+    assert "<td>most popular</td><td>—</td><td>—</td><td>0.0300</td><td>0.0600</td><td>—</td>" \
+        in page
     # self-contained: nothing to fetch from anywhere
     assert not re.search(r"(src|href)=\"(?!data:)", page)
 
