@@ -42,10 +42,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from app.config import Settings
     from app.events import type_weights
-    from app.offline.dataset import load_dataset, load_test
+    from app.offline.dataset import DataError, load_dataset, load_test
     from app.offline.evaluate import evaluate, format_report
+    from app.offline.split import read_cold_items
     from app.serving.artifacts import ModelArtifacts
     from app.serving.pipeline import Recommender
 
@@ -56,8 +59,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     weights = type_weights(Settings().event_weights, recommender.manifest.event_weights)
     data = load_dataset(args.data_dir, weights)
     _check_same_catalog(recommender, data)
+    cold = None
+    if (cold_ids := read_cold_items(Path(args.data_dir))) is not None:
+        unknown = [i for i in cold_ids if i not in data.items.index]
+        if unknown:
+            raise DataError(f"{args.data_dir}/cold_items.txt: {len(unknown)} ids are not in the "
+                            f"catalogue (first: {unknown[0]!r}); items.csv must list them")
+        cold = np.asarray([data.items.index[i] for i in cold_ids], dtype=np.int64)
     curve_ks = reporter.CURVE_KS if reporter else ()
-    report = evaluate(recommender, data, load_test(args.data_dir, data), ks, curve_ks=curve_ks)
+    report = evaluate(recommender, data, load_test(args.data_dir, data), ks, curve_ks=curve_ks,
+                      cold_items=cold)
     print(format_report(report, ks))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -277,7 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None, metavar="DIR",
                         help="also write DIR/report.html (evaluate's report, with the "
                              "baselines drawn beside socialrec)")
+    parser.add_argument("--cold-items", type=Path, default=None, metavar="SPLIT_DIR",
+                        help="instead: the new-product benchmark (bench/coldstart.py) on a "
+                             "split written by `socialrec split --cold-items`")
     args = parser.parse_args(argv)
+    if args.cold_items is not None:
+        from bench import coldstart
+
+        result = coldstart.run(args.cold_items.resolve(), args.artifacts)
+        publish(coldstart.section(result, machine(QUALITY_LIBS), command_line("quality", argv)),
+                "coldstart", args.docs, coldstart.BEGIN, coldstart.END, args.no_docs)
+        return 0
     import torch
 
     torch.set_num_threads(2)

@@ -134,11 +134,18 @@ def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
 def rank_users(recommender: Recommender, data: Dataset, test: dict[int, set[int]], k: int,
                social: bool = True, rerank_stage: bool = True,
                states: dict[int, UserState] | None = None) -> list[UserRanking]:
+    return rank_within(recommender, data, test, k, None, states, social, rerank_stage)
+
+
+def rank_within(recommender: Recommender, data: Dataset, test: dict[int, set[int]], k: int,
+                within: np.ndarray | None, states: dict[int, UserState] | None = None,
+                social: bool = True, rerank_stage: bool = True) -> list[UserRanking]:
+    """`within`: rank only these items (ascending indices), e.g. the new products."""
     states = states or user_states(recommender, data, test)
     out = []
     for u, relevant in test.items():
         seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
-        query = Query(k=k, exclude_seen=True, exclude=seen)
+        query = Query(k=k, exclude_seen=True, exclude=seen, within=within)
         rec = recommender.recommend(states[u], query, social=social, rerank_stage=rerank_stage)
         out.append(UserRanking(u, [s.item for s in rec.items], relevant))
     return out
@@ -146,10 +153,12 @@ def rank_users(recommender: Recommender, data: Dataset, test: dict[int, set[int]
 
 def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
              ks: tuple[int, ...] = (10, 20), progress: bool = True,
-             curve_ks: tuple[int, ...] = ()) -> dict[str, Any]:
+             curve_ks: tuple[int, ...] = (),
+             cold_items: np.ndarray | None = None) -> dict[str, Any]:
     """The report of docs/CLI.md: full pipeline, ablations, history-length buckets, user count,
     and each variant's share of recommendations from the most popular items. With `curve_ks`,
-    `report["curves"]` holds every variant's metrics at those cut-offs too."""
+    `report["curves"]` holds every variant's metrics at those cut-offs too; with `cold_items`
+    (item indices of a new-product split), `report["cold_items"]` their own section."""
     test = {u: items for u, items in test.items() if items}
     states = user_states(recommender, data, test)
     report: dict[str, Any] = {"buckets": {}}
@@ -157,7 +166,7 @@ def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
     top = most_popular(recommender.artifacts.popularity)
     for name, flags in tqdm(VARIANTS.items(), desc="evaluate", disable=not progress):
         rankings[name] = rank_users(recommender, data, test, max(ks + curve_ks), states=states,
-                                    **flags)
+                                    social=flags["social"], rerank_stage=flags["rerank_stage"])
         report[name] = metrics_at(rankings[name], ks, data.n_items)
         report[name] |= popular_share(rankings[name], top, ks)
     if curve_ks:
@@ -176,6 +185,8 @@ def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
             "social_gain": social_gain(pairs, max(ks))}
     report["users"] = len(test)
     report["truncated"] = evaluate_truncated(recommender, data, test, ks)
+    if cold_items is not None:
+        report["cold_items"] = evaluate_cold(recommender, data, test, cold_items, ks, states)
     return report
 
 
@@ -230,6 +241,19 @@ def social_gain(pairs: list[tuple[UserRanking, UserRanking]],
     return {m: paired_bootstrap(full[m], alone[m]) for m in (f"recall@{k}", f"ndcg@{k}")}
 
 
+def evaluate_cold(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
+                  cold_items: np.ndarray, ks: tuple[int, ...] = (10, 20),
+                  states: dict[int, UserState] | None = None) -> dict[str, Any]:
+    """New products: every test user with a held-out interaction on a cold item ranks the cold
+    items only (their vectors come from their text), through the full pipeline."""
+    cold = np.unique(cold_items.astype(np.int64))
+    members = set(cold.tolist())
+    cold_test = {u: items & members for u, items in test.items() if items & members}
+    ranked = rank_within(recommender, data, cold_test, max(ks), cold, states)
+    return {"full": metrics_at(ranked, ks, len(cold)), "users": len(cold_test),
+            "items": len(cold)}
+
+
 def _changed_hits(pairs: list[tuple[UserRanking, UserRanking]], k: int) -> dict[str, int]:
     """How many users the social stages gave more / fewer relevant items in their top-k than
     the no-social ablation: a small bucket's mean can hinge on one user."""
@@ -254,4 +278,10 @@ def format_report(report: dict[str, Any], ks: tuple[int, ...] = (10, 20)) -> str
                          *(f"{entry[name][c]:.4f}" for c in names)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines) + f"\nusers: {report['users']}"
+    text = "\n".join(lines) + f"\nusers: {report['users']}"
+    if "cold_items" in report:
+        cold = report["cold_items"]
+        text += (f"\ncold items ({cold['items']} new products, {cold['users']} users, ranked "
+                 "among the new products only): " + "  ".join(
+                     f"{n} {cold['full'][n]:.4f}" for n in names if not n.startswith("cov")))
+    return text

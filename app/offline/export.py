@@ -29,6 +29,7 @@ from app.serving.artifacts import (
     Manifest,
     RerankParams,
 )
+from app.serving.text import TextEncoderInfo
 
 # Index choice, measured by bench/scale and bench/load (docs/BENCHMARKS.md) on item vectors of
 # the real model's shape (ALS factors + a bias dimension, inner product). A single-query flat
@@ -183,13 +184,16 @@ def fingerprint(paths: Iterable[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def item_records(data: Dataset) -> list[dict[str, str]]:
+def item_records(data: Dataset, vector_sources: Sequence[str] | None = None) -> list[
+        dict[str, str]]:
     records = []
     for idx, item_id in enumerate(data.items.ids):
         meta = data.item_meta.get(idx)
         record = {"item_id": item_id}
         if meta is not None:
             record |= {"title": meta.title, "category": meta.category, "tags": ";".join(meta.tags)}
+        if vector_sources is not None:
+            record["vector_source"] = vector_sources[idx]
         records.append(record)
     return records
 
@@ -200,18 +204,23 @@ def export_artifacts(out_dir: Path, *, data: Dataset, item_vectors: np.ndarray,
                      event_weights: dict[str, float],
                      data_fingerprint: str, model_info: dict[str, float | int | str],
                      metrics: dict[str, float], flat_max_items: int = FLAT_MAX_ITEMS,
-                     queries: np.ndarray | None = None) -> Manifest:
+                     queries: np.ndarray | None = None,
+                     write_text: Callable[[Path], TextEncoderInfo] | None = None,
+                     vector_sources: Sequence[str] | None = None) -> Manifest:
     """`write_encoder(folder)` writes the ONNX file(s) and returns the file name to load;
-    `queries` (user vectors) tune an approximate index (see build_index)."""
+    `queries` (user vectors) tune an approximate index (see build_index); `write_text(folder)`
+    writes the item text encoder's files and returns their manifest section;
+    `vector_sources` says, per item, where its vector came from ("model", "text", "none")."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     encoder_file = write_encoder(tmp)
+    text = write_text(tmp) if write_text is not None else None
     index, info = build_index(item_vectors, flat_max_items, queries=queries)
     faiss.write_index(index, str(tmp / info.file))
-    (tmp / "items.json").write_text(json.dumps(item_records(data), ensure_ascii=False),
-                                    encoding="utf-8")
+    (tmp / "items.json").write_text(
+        json.dumps(item_records(data, vector_sources), ensure_ascii=False), encoding="utf-8")
     np.save(tmp / "popularity.npy", item_counts(data.histories, data.n_items),
             allow_pickle=False)
     manifest = Manifest(
@@ -222,7 +231,7 @@ def export_artifacts(out_dir: Path, *, data: Dataset, item_vectors: np.ndarray,
         embedding_dim=int(item_vectors.shape[1]), item_count=int(item_vectors.shape[0]),
         max_history=max_history, training_data_fingerprint=data_fingerprint,
         encoder_file=encoder_file, index=info, blend=blend, rerank=rerank, bands=bands,
-        event_weights=event_weights, model=model_info, metrics=metrics,
+        event_weights=event_weights, model=model_info, metrics=metrics, text=text,
     )
     (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     old = out_dir.with_name(out_dir.name + ".old")

@@ -52,6 +52,7 @@ from app.offline.model import (
     fit_als,
     popularity_feature,
 )
+from app.offline.text import ItemText, has_text
 from app.serving.artifacts import (
     BlendParams,
     HistoryBand,
@@ -95,6 +96,10 @@ class TrainConfig:
     refit_full: bool = True
     max_validation_users: int = 5000
     threads: int = 2
+    text: bool = True  # items.csv text → the item text encoder and vectors for untrained items
+    text_quantize: bool = True  # int8 per-channel (see app/offline/text.py)
+    text_ridge: float = 10.0  # these two are chosen on validation; used only without one
+    text_label_weight: float = 0.5
 
 
 @dataclass
@@ -379,9 +384,28 @@ def _item_vectors(factors: torch.Tensor, counts: np.ndarray) -> np.ndarray:
     return np.concatenate([y, popularity_feature(counts)[:, None]], axis=1).astype(np.float32)
 
 
+def _taste(users: torch.Tensor) -> np.ndarray:
+    """User vectors with the popularity coordinate zeroed: new products are ranked among
+    themselves by taste, their popularity feature being equal."""
+    out = users.detach().numpy().copy()
+    out[:, -1] = 0.0
+    return out
+
+
 def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, counts: np.ndarray,
             cfg: TrainConfig, bands: list[HistoryBand], metrics: dict[str, float],
-            data_fingerprint: str, info: dict[str, float | int | str]) -> Manifest:
+            data_fingerprint: str, info: dict[str, float | int | str],
+            text: ItemText | None = None, ridge: float = 0.0,
+            label_weight: float = 0.0) -> Manifest:
+    """`text`: items without training interactions get taste vectors projected from their
+    text (their popularity feature stays that of an item nobody interacted with)."""
+    vectors = _item_vectors(encoder.factors, counts)
+    write_text = sources = None
+    if text is not None:
+        vectors, sources, projection = text.fill(
+            vectors, counts > 0, ridge, label_weight,
+            popularity=float(popularity_feature(np.zeros(1))[0]))
+        write_text = text.writer(projection)
     queries = None
     if default_kind(data.n_items) != "flat":  # an approximate index: tuned for user vectors
         users = [h for h in data.histories if h][:2000]
@@ -390,7 +414,7 @@ def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, counts: np.nda
         queries[:, -1] = [band_for(bands, min(len(h), cfg.max_history)).popularity_weight
                           for h in users]
     return export_artifacts(
-        out_dir, data=data, item_vectors=_item_vectors(encoder.factors, counts),
+        out_dir, data=data, item_vectors=vectors, write_text=write_text, vector_sources=sources,
         write_encoder=lambda folder: export_onnx(encoder, folder / ENCODER_FILE).name,
         max_history=cfg.max_history, blend=BlendParams(max_friends=cfg.max_friends),
         rerank=RerankParams(candidates=cfg.candidates), bands=bands,
@@ -440,6 +464,8 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                                  "als_iterations": float(fitted.iterations)}
     bands = [HistoryBand(min_items=lo) for lo, _ in ranges]
     val_data = dataclasses.replace(data, histories=kept)
+    text = ItemText.prepare(data, cfg.text_quantize) if cfg.text and has_text(data) else None
+    ridge, label_weight = cfg.text_ridge, cfg.text_label_weight
     if validate:
         metrics |= {f"val_encoder_{k}": v for k, v in fitted.scores.items()}
         # 3. per history band, the blend, priors and social weight on truncated users.
@@ -458,10 +484,21 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
             bands[b] = _learn_band(start.model_copy(update={"min_items": bands[b].min_items}),
                                    encoder, pop, friend_mean, has, val_data, known, held, cfg,
                                    bar)
+        if text is not None:  # the projection, on trained items treated as new
+            ridge, label_weight, grid = text.choose(
+                _item_vectors(encoder.factors, counts_kept), counts_kept > 0, kept,
+                lambda hs: _taste(encode_all(encoder, hs, cfg.max_history)), cfg.seed)
+            log.info("text projection on validation (R@20 + N@20 of held-out items as new): %s",
+                     grid)
+            metrics |= {"text_ridge": ridge, "text_label_weight": label_weight}
+            # R@20 + N@20 of the trained items held out as new, best ridge per label weight
+            for weight in sorted({w for _, w in grid}):
+                metrics[f"val_cold_r+n@20_labels_{weight:g}"] = max(
+                    v for (_, w), v in grid.items() if w == weight)
         # 4. per band, the match weight through the real Recommender on the validation model.
         with tempfile.TemporaryDirectory(prefix="socialrec-val-") as tmp:
             _export(Path(tmp) / "model", val_data, encoder, counts_kept, cfg, bands, {},
-                    "validation", {"architecture": "als-foldin"})
+                    "validation", {"architecture": "als-foldin"}, text, ridge, label_weight)
             bands, val_metrics = _match_grid(Path(tmp) / "model", val_data, held, band_users,
                                              cfg, bar)
         metrics |= val_metrics
@@ -492,7 +529,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
     counts = item_counts(data.histories, data.n_items) if cfg.refit_full else counts_kept
     manifest = _export(out_dir, data, encoder, counts, cfg, bands, metrics,
-                       fingerprint(read), info)
+                       fingerprint(read), info, text, ridge, label_weight)
     log.info("trained %s in %.1f s: %s", manifest.model_version, metrics["train_seconds"],
              metrics)
     return manifest

@@ -1,5 +1,6 @@
 """The model artifact folder (docs/ARTIFACTS.md): manifest, ONNX encoder, FAISS index, item map,
-popularity.
+popularity, and — when the training data had item text — the item text encoder
+(app/serving/text.py).
 
 Vectors: the encoder's output and every item vector end in one extra coordinate. An item's is
 its popularity feature (model.popularity_feature, 0 for an item nobody interacted with); the
@@ -25,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.serving.text import TextEncoder, TextEncoderInfo
 from app.store.seen import TagIndex
 
 FORMAT_VERSION = 2  # 2: the last coordinate is the popularity feature; history bands
@@ -101,6 +103,7 @@ class Manifest(BaseModel):
     event_weights: dict[str, float] = Field(default_factory=dict)
     model: dict[str, float | int | str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    text: TextEncoderInfo | None = None  # absent when the training data had no item text
 
     @field_validator("bands")
     @classmethod
@@ -116,19 +119,23 @@ class Manifest(BaseModel):
 
 @dataclass(frozen=True)
 class ItemCatalog:
-    """Item ids in index order, their metadata, and per-category index masks."""
+    """Item ids in index order, their metadata, where each vector comes from, and per-category
+    index masks."""
 
     ids: list[str]
     index: dict[str, int]
     titles: list[str]
     categories: list[str]
+    # "model" (learned from interactions), "text" (projected from the item's text) or "none"
+    vector_sources: list[str]
 
     @classmethod
     def from_records(cls, records: list[dict[str, str]]) -> ItemCatalog:
         ids = [r["item_id"] for r in records]
         return cls(ids=ids, index={i: n for n, i in enumerate(ids)},
                    titles=[r.get("title", "") for r in records],
-                   categories=[r.get("category", "") for r in records])
+                   categories=[r.get("category", "") for r in records],
+                   vector_sources=[r.get("vector_source", "model") for r in records])
 
     @cached_property
     def tags(self) -> TagIndex:
@@ -161,6 +168,7 @@ class ModelArtifacts:
     item_vectors: np.ndarray
     catalog: ItemCatalog
     popularity: np.ndarray
+    text: TextEncoder | None = None  # turns an item's text into an item vector
 
     @property
     def version(self) -> str:
@@ -180,7 +188,13 @@ class ModelArtifacts:
             popularity = np.load(folder / manifest.popularity_file, allow_pickle=False)
         except (OSError, RuntimeError, ValueError) as exc:
             raise ArtifactError(f"{folder}: cannot read artifact: {exc}") from exc
-        _check_consistent(manifest, session, index, records, popularity)
+        text = None
+        if manifest.text is not None:
+            try:
+                text = TextEncoder.load(folder, manifest.text, onnx_threads)
+            except Exception as exc:  # onnxruntime, tokenizers and numpy each raise their own
+                raise ArtifactError(f"{folder}: cannot load the item text encoder: {exc}") from exc
+        _check_consistent(manifest, session, index, records, popularity, text)
         if "efSearch" in manifest.index.params and hasattr(index, "hnsw"):
             index.hnsw.efSearch = int(manifest.index.params["efSearch"])
         if "nprobe" in manifest.index.params:
@@ -192,7 +206,8 @@ class ModelArtifacts:
         catalog = ItemCatalog.from_records(records)
         catalog.tags  # noqa: B018 -- built here, during loading, not on the first request
         return cls(folder=folder, manifest=manifest, session=session, index=index,
-                   item_vectors=vectors, catalog=catalog, popularity=popularity.astype(np.float32))
+                   item_vectors=vectors, catalog=catalog, popularity=popularity.astype(np.float32),
+                   text=text)
 
 
 class _IndexMemory:
@@ -248,7 +263,8 @@ def _onnx_session(path: Path, threads: int) -> ort.InferenceSession:
 
 
 def _check_consistent(manifest: Manifest, session: ort.InferenceSession, index: faiss.Index,
-                      records: list[dict[str, str]], popularity: np.ndarray) -> None:
+                      records: list[dict[str, str]], popularity: np.ndarray,
+                      text: TextEncoder | None) -> None:
     n, d = manifest.item_count, manifest.embedding_dim
     problems = []
     names = tuple(i.name for i in session.get_inputs())
@@ -263,5 +279,7 @@ def _check_consistent(manifest: Manifest, session: ort.InferenceSession, index: 
         problems.append(f"item map has {len(records)} items, manifest says {n}")
     if popularity.shape != (n,):
         problems.append(f"popularity has shape {popularity.shape}, expected ({n},)")
+    if text is not None:
+        problems += text.check(d)
     if problems:
         raise ArtifactError("inconsistent artifact: " + "; ".join(problems))

@@ -82,6 +82,7 @@ class Query:
     exclude_seen: bool = True
     exclude: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     categories: frozenset[str] = frozenset()
+    within: np.ndarray | None = None  # rank only these items (ascending indices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Recommender:
         has_friends = friends is not None and len(friends.ids) > 0
         strategy = choose_strategy(len(user.history) > 0, has_friends)
         banned = self._banned(user, query)
-        allowed = self._allowed(query.categories)
+        allowed = self._allowed(query.categories, query.within)
         scored: list[Scored] = []
         if strategy is not Strategy.POPULAR:
             scored = self._personal(user, friends if has_friends else None, query, banned,
@@ -228,7 +229,9 @@ class Recommender:
         seen = [user.history.items, user.seen] if query.exclude_seen else []
         return np.unique(np.concatenate([*seen, query.exclude.astype(np.int64)]))
 
-    def _allowed(self, categories: frozenset[str]) -> np.ndarray | None:
+    def _allowed(self, categories: frozenset[str],
+                 within: np.ndarray | None) -> np.ndarray | None:
         if not categories:
-            return None
-        return self.artifacts.catalog.indices_in(categories)
+            return within
+        in_categories = self.artifacts.catalog.indices_in(categories)
+        return in_categories if within is None else np.intersect1d(in_categories, within)
