@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs/BENCHMARKS.md")
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     artifacts = ModelArtifacts.load(args.artifacts)
     if artifacts.text is None:
         raise SystemExit(f"error: {args.artifacts} has no item text encoder")
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Artifact folder `{args.artifacts.name}`: {total / 1e6:.1f} MB in all; largest files "
         f"{weight}.",
         "",
-        f"Machine: {machine(TEXT_LIBS)}.",
+        f"Machine: {machine(TEXT_LIBS)}; 1-minute load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (timings on a busy machine are inflated).",
         "",
         f"Command: `{command_line('text', argv)}`",
         END,
