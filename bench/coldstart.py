@@ -150,7 +150,7 @@ def section(result: dict[str, Any], machine: str, command: str) -> str:
         "",
         f"Chosen on validation (a fifth of the trained items treated as new, users' vectors "
         f"without them; train.csv only): ridge {text.ridge:g}, label weight "
-        f"{text.label_weight:g}, scale {text.scale:g}. Validation Recall@20 + NDCG@20 of the "
+        f"{text.label_weight:g}. Validation Recall@20 + NDCG@20 of the "
         "held-out items by label weight (best ridge each; 0 = the sentence embedding alone): "
         + ", ".join(f"{k.rsplit('_', 1)[1]}: {v:.4f}" for k, v in val.items()
                     if k.startswith("val_cold_r+n@20_labels_"))

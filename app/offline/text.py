@@ -187,8 +187,7 @@ def text_info(projection: Projection | None, quantize: bool = True) -> TextEncod
         quantization=QUANTIZATION if quantize else "none",
         text_dim=int(config["hidden_size"]), max_tokens=MAX_TOKENS,
         ridge=projection.ridge if projection else 0.0,
-        label_weight=projection.label_weight if projection else 0.0,
-        scale=projection.scale if projection else 1.0)
+        label_weight=projection.label_weight if projection else 0.0)
 
 
 def fit_projection(features: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
@@ -208,10 +207,9 @@ def _solve(gram: np.ndarray, rhs: np.ndarray, scale: np.ndarray, ridge: float) -
 
 @dataclass(frozen=True)
 class Projection:
-    weights: np.ndarray  # (text_dim + labels + 1, item dim), `scale` included
+    weights: np.ndarray  # (text_dim + labels + 1, item dim)
     ridge: float
     label_weight: float
-    scale: float
 
 
 def _gram(embeddings: np.ndarray, labels: sp.csr_matrix, targets: np.ndarray) -> tuple[
@@ -337,7 +335,7 @@ class ItemText:
             vectors[rows] = feature_matrix(self.embeddings[rows], self.labels[rows].toarray(),
                                            label_weight) @ weights
         sources = np.where(trained, "model", np.where(cold, "text", "none")).tolist()
-        return vectors, sources, Projection(weights, ridge, label_weight, 1.0)
+        return vectors, sources, Projection(weights, ridge, label_weight)
 
     def writer(self, projection: Projection) -> Callable[[Path], TextEncoderInfo]:
         """Writes the encoder, tokenizer, label vocabulary and projection into an artifact

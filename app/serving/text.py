@@ -37,7 +37,6 @@ class TextEncoderInfo(BaseModel):
     max_tokens: int = Field(ge=2)
     ridge: float = Field(ge=0)  # the projection's regularisation, chosen on validation
     label_weight: float = Field(ge=0)  # the labels' share of the features, chosen likewise
-    scale: float = Field(gt=0)  # applied to the projected vectors (included in the projection)
 
 
 @dataclass(frozen=True)
