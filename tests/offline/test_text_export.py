@@ -55,9 +55,11 @@ def test_untrained_items_get_vectors_among_their_text_neighbours(artifacts_dir: 
     cold, warm = np.flatnonzero(sources == "text"), np.flatnonzero(sources == "model")
     assert len(cold) >= 5, "the synthetic shop has items nobody interacted with"
     categories = item_categories(synth_dir)
-    # Directions relative to the catalogue's mean item: a projection's prediction is the mean
-    # plus what the text adds, and only that part orders items for a user.
-    centred = artifacts.item_vectors - artifacts.item_vectors[warm].mean(axis=0)
+    # Taste coordinates (the last one is popularity) relative to the catalogue's mean item: a
+    # projection's prediction is the mean plus what the text adds, and only that part orders
+    # items for a user.
+    taste = artifacts.item_vectors[:, :-1]
+    centred = taste - taste[warm].mean(axis=0)
     vectors = centred / np.linalg.norm(centred, axis=1, keepdims=True).clip(1e-12)
 
     def same_category_share(items: np.ndarray) -> float:

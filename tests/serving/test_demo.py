@@ -29,9 +29,10 @@ def test_demo_ships_the_text_encoder_for_new_products() -> None:
     vector = artifacts.text.item_vector(ItemDescription(
         "Northpeak Waterproof Hiking Boots", "outdoor", ("hiking", "waterproof")))
     assert vector.shape == (artifacts.manifest.embedding_dim,) and np.isfinite(vector).all()
-    mean = artifacts.item_vectors.mean(axis=0)  # directions relative to the catalogue's mean
-    centred = artifacts.item_vectors - mean
-    cosine = centred @ (vector - mean) / np.linalg.norm(centred, axis=1).clip(1e-12)
+    taste = artifacts.item_vectors[:, :-1]  # the last coordinate is popularity
+    mean = taste.mean(axis=0)  # directions relative to the catalogue's mean item
+    centred = taste - mean
+    cosine = centred @ (vector[:-1] - mean) / np.linalg.norm(centred, axis=1).clip(1e-12)
     nearest = np.argsort(-cosine)[:10]
     assert sum(artifacts.catalog.categories[i] == "outdoor" for i in nearest) >= 6
 

@@ -44,10 +44,11 @@ def test_a_new_product_is_retrieved_among_items_like_it(artifacts_dir: Path,
     for title, category, tags in [
             ("Trailhead Insulated Sleeping Bag", "outdoor", ("camping", "hiking")),
             ("ChefCraft Cast Iron Dutch Oven", "kitchen", ("cooking", "cookware"))]:
-        # relative to the catalogue's mean item (what orders items for a user)
-        mean = artifacts.item_vectors.mean(axis=0)
-        vector = artifacts.text.item_vector(ItemDescription(title, category, tags)) - mean
-        centred = artifacts.item_vectors - mean
+        # taste coordinates (the last one is popularity), relative to the catalogue's mean item
+        taste = artifacts.item_vectors[:, :-1]
+        mean = taste.mean(axis=0)
+        vector = artifacts.text.item_vector(ItemDescription(title, category, tags))[:-1] - mean
+        centred = taste - mean
         cosine = centred @ vector / np.linalg.norm(centred, axis=1).clip(1e-12)
         nearest = np.argsort(-cosine)[:10]
         share = np.mean([categories[artifacts.catalog.ids[i]] == category for i in nearest])
