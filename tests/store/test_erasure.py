@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,27 +18,12 @@ from redis.cluster import RedisCluster
 from app.config import Settings
 from app.offline.events_export import export_events
 from app.store import redis_store
-from app.store.redis_store import Erased, Event, RedisStore, connect
+from app.store.redis_store import Erased, Event, RedisStore
 from tests.support.processes import run_module
 from tests.support.redis_scan import holders
 
 GONE = "erase-me-7q"  # no other id in these tests contains it
 FRIENDS = 100
-
-
-@pytest.fixture(params=["single", "cluster"])
-def store_settings(request: pytest.FixtureRequest, redis_url: str, key_prefix: str) -> Settings:
-    if request.param == "cluster":
-        return Settings(redis_url=request.getfixturevalue("redis_cluster_url"),
-                        redis_cluster=True, key_prefix=key_prefix)
-    return Settings(redis_url=redis_url, key_prefix=key_prefix)
-
-
-@pytest.fixture
-async def store(store_settings: Settings) -> AsyncIterator[RedisStore]:
-    s = RedisStore(connect(store_settings), store_settings)
-    yield s
-    await s.close()
 
 
 @pytest.fixture

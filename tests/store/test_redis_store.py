@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,6 @@ def store_settings(request: pytest.FixtureRequest, redis_url: str, key_prefix: s
         return Settings(redis_url=request.getfixturevalue("redis_cluster_url"),
                         redis_cluster=True, key_prefix=key_prefix, history_len=3, seen_len=8)
     return Settings(redis_url=redis_url, key_prefix=key_prefix, history_len=3, seen_len=8)
-
-
-@pytest.fixture
-async def store(store_settings: Settings) -> AsyncIterator[RedisStore]:
-    s = RedisStore(connect(store_settings), store_settings)
-    yield s
-    await s.close()
 
 
 FRIENDS = 100  # friends read per user

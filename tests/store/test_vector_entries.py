@@ -5,17 +5,13 @@ on a cluster."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
 import pytest
 
-from app.config import Settings
 from app.store.redis_store import (
     Event,
     RedisStore,
     VectorState,
-    connect,
     decode_state,
     encode_state,
 )
@@ -24,21 +20,6 @@ from app.store.seen import item_tag
 VECTOR = np.arange(5, dtype=np.float32) / 7
 ITEMS = np.array([4, 1, 3], dtype=np.int64)
 WEIGHTS = np.array([2.0, 1.0, 0.5], dtype=np.float32)
-
-
-@pytest.fixture(params=["single", "cluster"])
-def store_settings(request: pytest.FixtureRequest, redis_url: str, key_prefix: str) -> Settings:
-    if request.param == "cluster":
-        return Settings(redis_url=request.getfixturevalue("redis_cluster_url"),
-                        redis_cluster=True, key_prefix=key_prefix)
-    return Settings(redis_url=redis_url, key_prefix=key_prefix)
-
-
-@pytest.fixture
-async def store(store_settings: Settings) -> AsyncIterator[RedisStore]:
-    s = RedisStore(connect(store_settings), store_settings)
-    yield s
-    await s.close()
 
 
 def view(n: int, user: str) -> Event:
