@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="bearer token for /admin and /users/{id} (GET and DELETE); unset = "
         "admin off, GET /users open, DELETE /users refused (403)")
-    history_len: int = Field(50, ge=1, le=1000, description="most recent distinct items kept per user (the encoder's input)")
+    history_len: int = Field(50, ge=1, le=1000,
+                             description="most recent distinct items kept per user "
+                             "(the encoder's input)")
     seen_len: int = Field(2000, ge=8, le=100_000,
                           description="items remembered per user to exclude as seen "
                           "(8 bytes each)")
