@@ -4,7 +4,7 @@ trained by `socialrec train` in a process of its own; per stage the wall seconds
 stage's peak resident memory, and the seconds per million events across the sizes.
 
     python -m bench.train_scale [--users 50000,100000,200000] [--items-per-user 0.5]
-                                [--activity 6] [--data-root bench/out/train-scale] [--no-docs]
+                                [--activity 6.5] [--data-root bench/out/train-scale] [--no-docs]
 
 The shops are written once per (users, items, activity, seed) under --data-root and reused.
 Prints one markdown section and writes it into docs/BENCHMARKS.md (between the train_scale
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", default="50000,100000,200000",
                         help="comma-separated users per shop (three sizes)")
     parser.add_argument("--items-per-user", type=float, default=0.5)
-    parser.add_argument("--activity", type=float, default=6.0,
-                        help="socialrec synth --activity (6: about 25 events per user)")
+    parser.add_argument("--activity", type=float, default=6.5,
+                        help="socialrec synth --activity (6.5: about 25 events per user)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=OUT / "train-scale")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs/BENCHMARKS.md")

@@ -27,10 +27,12 @@ Steps (test.csv is never read):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ from app.serving.pipeline import Recommender, UserState
 log = logging.getLogger(__name__)
 
 Histories = list[list[tuple[int, float]]]
+SCORE_BLOCK = 1 << 25  # floats (128 MiB) in one block of users × items validation scores
 
 
 @dataclass
@@ -97,6 +100,9 @@ class TrainConfig:
     refit_full: bool = True
     max_validation_users: int = 5000
     threads: int = 2
+    engine: str = "implicit"  # ALS engine: implicit (this machine) or spark (docs/OPERATIONS.md)
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "1g"
     text: bool = True  # items.csv text → the item text encoder and vectors for untrained items
     text_quantize: bool = True  # int8 per-channel (see app/offline/text.py)
     text_ridge: float = 10.0  # these two are chosen on validation; used only without one
@@ -199,7 +205,9 @@ class _Validator:
 
     def __init__(self, kept: Histories, held: dict[int, set[int]], users: list[int],
                  n_items: int, max_history: int, batch: int = 1024) -> None:
-        self.kept, self.users, self.max_history, self.batch = kept, users, max_history, batch
+        self.kept, self.users, self.max_history = kept, users, max_history
+        # a block of scores stays within SCORE_BLOCK floats, whatever the catalogue's size
+        self.batch = max(16, min(batch, SCORE_BLOCK // max(n_items, 1)))
         self.held = [held[u] for u in users]
         self.n_items = n_items
 
@@ -216,6 +224,18 @@ class _Validator:
                          in zip(block, top, self.held[s: s + len(block)], strict=True)]
         m = metrics_at(rankings, (20,), self.n_items)
         return {key: m[key] for key in ("recall@20", "ndcg@20")}
+
+
+def _solver(cfg: TrainConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """fit_als of the configured engine."""
+    if cfg.engine == "implicit":
+        return fit_als
+    if cfg.engine == "spark":
+        from app.offline.spark_als import fit_als_spark
+
+        return functools.partial(fit_als_spark, master=cfg.spark_master,
+                                 driver_memory=cfg.spark_driver_memory)
+    raise ValueError(f"engine {cfg.engine!r}: expected implicit or spark")
 
 
 def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users: int,
@@ -238,8 +258,9 @@ def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users:
             stale[0] += 1
         return stale[0] >= cfg.patience
 
-    _, item_f = fit_als(users, items, values, n_users, n_items, cfg.dim, cfg.regularization,
-                        cfg.alpha, cfg.iterations, cfg.seed, cfg.cg_steps, callback, cfg.threads)
+    _, item_f = _solver(cfg)(users, items, values, n_users, n_items, cfg.dim,
+                             cfg.regularization, cfg.alpha, cfg.iterations, cfg.seed,
+                             cfg.cg_steps, callback, cfg.threads)
     if best["factors"] is None:
         return _Fitted(item_f, cfg.iterations, {})
     return _Fitted(best["factors"], best["it"], best["scores"])
@@ -438,6 +459,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     (it is the manifest's own writing); the manifest has every earlier stage's seconds and
     peak memory in its metrics."""
     cfg = config
+    _solver(cfg)  # an unknown engine fails before the data is read
     started = time.perf_counter()
     clock = clock if clock is not None else StageClock()
     torch.set_num_threads(max(1, cfg.threads))
@@ -525,16 +547,16 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                 bar.update(1)
                 return False
 
-            _, item_f = fit_als(users, items, values, data.n_users, data.n_items, cfg.dim,
-                                cfg.regularization, cfg.alpha, fitted.iterations, cfg.seed,
-                                cfg.cg_steps, tick, cfg.threads)
+            _, item_f = _solver(cfg)(users, items, values, data.n_users, data.n_items,
+                                     cfg.dim, cfg.regularization, cfg.alpha, fitted.iterations,
+                                     cfg.seed, cfg.cg_steps, tick, cfg.threads)
             encoder = FoldInEncoder(item_f, cfg.regularization, cfg.alpha, scale,
                                     cfg.encoder_cg_steps)
     info: dict[str, float | int | str] = {
         "architecture": "als-foldin", "factors": cfg.dim, "regularization": cfg.regularization,
         "alpha": cfg.alpha, "weight_scale": scale, "iterations": fitted.iterations,
         "encoder_cg_steps": cfg.encoder_cg_steps, "seed": cfg.seed,
-        "refit_full": int(cfg.refit_full)}
+        "refit_full": int(cfg.refit_full), "engine": cfg.engine}
     counts = item_counts(data.histories, data.n_items) if cfg.refit_full else counts_kept
     metrics["train_seconds"] = time.perf_counter() - started
     metrics |= clock.metrics()
