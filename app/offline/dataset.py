@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,9 +205,14 @@ def _parse_item(row: dict[str, str]) -> tuple[str, ItemMeta]:
     )
 
 
+def iter_interactions(path: Path) -> Iterator[InteractionRow]:
+    """The rows one at a time: a large file is aggregated without holding all its rows."""
+    return _read_rows(path, INTERACTION_COLUMNS, _parse_interaction,
+                      required=("user_id", "item_id", "event"))
+
+
 def read_interactions(path: Path) -> list[InteractionRow]:
-    return list(_read_rows(path, INTERACTION_COLUMNS, _parse_interaction,
-                           required=("user_id", "item_id", "event")))
+    return list(iter_interactions(path))
 
 
 def read_social(path: Path) -> list[SocialRow]:
@@ -227,7 +232,7 @@ def interactions_file(folder: Path) -> Path:
     raise DataError(f"{folder}: neither train.csv nor interactions.csv exists")
 
 
-def build_histories(rows: list[InteractionRow], users: IdMap, items: IdMap,
+def build_histories(rows: Iterable[InteractionRow], users: IdMap, items: IdMap,
                     type_weights: Mapping[str, float]) -> list[list[tuple[int, float]]]:
     """Aggregate per (user, item): summed weight, ordered most recent first. Rows without a
     timestamp count as newer the later they appear in the file."""
@@ -254,7 +259,7 @@ def load_dataset(folder: Path | str, type_weights: Mapping[str, float]) -> Datas
     if (folder / "items.csv").is_file():
         for item_id, m in read_items(folder / "items.csv").items():
             meta[items.add(item_id)] = m
-    rows = read_interactions(interactions_file(folder))
+    rows = iter_interactions(interactions_file(folder))
     social = read_social(folder / "social.csv") if (folder / "social.csv").is_file() else []
     for s in social:
         users.add(s.user_id)

@@ -116,6 +116,7 @@ EXPLORE = 0.08  # share of own-taste engagements drawn from global popularity
 P_IN_COMMUNITY = 0.85  # chance a new friendship stays inside the community
 P_COLD = 0.05  # users with friends but no history
 P_ISOLATED = 0.03  # users with history but no friends
+ACTIVITY = 18.0  # median own-taste engagements per user
 SOCIAL_SHARE = 0.45  # social engagements per own engagement (binomial rate)
 # how strongly a friend's view / click / cart / purchase spreads to the user
 DEPTH_INFLUENCE = np.array([0.0, 1.0, 2.0, 4.0])
@@ -231,12 +232,13 @@ def _user_tastes(rng: np.random.Generator, community: np.ndarray, proto: np.ndar
     return taste
 
 
-def _make_population(rng: np.random.Generator, n_users: int) -> _Population:
+def _make_population(rng: np.random.Generator, n_users: int, activity: float) -> _Population:
     n_comm = int(np.clip(n_users // COMMUNITY_SIZE, 2, 400))
     community = rng.choice(n_comm, size=n_users, p=rng.dirichlet(np.full(n_comm, 5.0)))
     taste = _user_tastes(rng, community, _community_prototypes(rng, n_comm))
-    activity = np.clip(np.rint(rng.lognormal(np.log(18.0), 0.8, n_users)), 3, 400).astype(np.int64)
-    return _Population(community=community, taste=taste, activity=activity)
+    engagements = np.rint(rng.lognormal(np.log(activity), 0.8, n_users))
+    return _Population(community=community, taste=taste,
+                       activity=np.clip(engagements, 3, 400).astype(np.int64))
 
 
 # ---------------------------------------------------------------- friendships
@@ -384,16 +386,20 @@ def _pick(rng: np.random.Generator, candidates: np.ndarray, share: float,
 
 
 def write_synthetic_dataset(out_dir: Path, n_users: int = 600, n_items: int = 1200,
-                            seed: int = 0) -> SynthSummary:
-    """Write interactions.csv, social.csv and items.csv into `out_dir` and say what was written."""
+                            seed: int = 0, activity: float = ACTIVITY) -> SynthSummary:
+    """Write interactions.csv, social.csv and items.csv into `out_dir` and say what was written.
+    `activity`: the median number of a user's own-taste engagements (each becomes one or more
+    events, and friends add about half as many again)."""
     if n_users < 10 or n_items < len(CATEGORY_NAMES):
         raise ValueError(f"need at least 10 users and {len(CATEGORY_NAMES)} items, "
                          f"got {n_users} users and {n_items} items")
+    if not 1.0 <= activity <= 400.0:
+        raise ValueError(f"activity {activity} must be between 1 and 400")
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog = _make_catalog(rng, n_items)
-    pop = _make_population(rng, n_users)
+    pop = _make_population(rng, n_users, activity)
     isolated = _pick(rng, np.arange(n_users), P_ISOLATED, n_users)
     a, b, w = _make_friendships(rng, pop.community, isolated)
     has_friends = np.zeros(n_users, dtype=bool)

@@ -242,13 +242,15 @@ def choose_projection(embeddings: np.ndarray, labels: sp.csr_matrix, item_vector
                       usable: np.ndarray, histories: Histories,
                       encode: Callable[[Histories], np.ndarray], seed: int,
                       ridges: Sequence[float] = RIDGE_GRID,
-                      label_weights: Sequence[float] = LABEL_WEIGHTS) -> tuple[
+                      label_weights: Sequence[float] = LABEL_WEIGHTS,
+                      max_users: int = 5000) -> tuple[
                           float, float, dict[tuple[float, float], float]]:
     """(ridge, label weight) whose projection ranks new products best, measured on a seeded
     share of the `usable` (trained, described) items treated as new: their vectors are predicted
     by a projection fitted on the other items, users' vectors are encoded from their histories
     without them, and each user who interacted with them ranks them (Recall@20 + NDCG@20, as
-    `socialrec evaluate` scores its cold_items section)."""
+    `socialrec evaluate` scores its cold_items section), at most `max_users` of them (a seeded
+    sample: time and memory stay bounded on a large shop)."""
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(usable)
     held = np.sort(rng.choice(pool, max(1, round(COLD_VALIDATION_SHARE * len(pool))),
@@ -258,6 +260,8 @@ def choose_projection(embeddings: np.ndarray, labels: sp.csr_matrix, item_vector
     relevant = {u: {position[i] for i, _ in h if i in position} for u, h in enumerate(histories)}
     relevant = {u: r for u, r in relevant.items() if r}
     users = sorted(relevant)
+    if len(users) > max_users:  # the choice needs a ranking sample, not every user
+        users = sorted(rng.choice(users, max_users, replace=False).tolist())
     if not users or not len(fit):
         return ridges[-1], 0.0, {}
     user_vectors = encode([[p for p in histories[u] if p[0] not in position] for u in users])
@@ -268,13 +272,21 @@ def choose_projection(embeddings: np.ndarray, labels: sp.csr_matrix, item_vector
         scale = _scale(embeddings.shape[1], labels.shape[1], a)
         for ridge in ridges:
             predicted = (held_dense * scale) @ _solve(gram, rhs, scale, ridge)
-            scores = user_vectors @ predicted.T
-            top = np.argsort(-scores, axis=1, kind="stable")[:, :min(20, len(held))]
+            top = _top(user_vectors @ predicted.T, min(20, len(held)))
             m = metrics_at([UserRanking(u, top[row].tolist(), relevant[u])
                             for row, u in enumerate(users)], (20,), len(held))
             results[(ridge, a)] = m["recall@20"] + m["ndcg@20"]
     ridge, a = max(results, key=lambda key: results[key])
     return ridge, a, results
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's `k` best columns, best first (ties by column), without sorting whole rows."""
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -picked), axis=1)
+    return np.take_along_axis(part, order, axis=1)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ Steps (test.csv is never read):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ from app.offline.model import (
     fit_als,
     popularity_feature,
 )
+from app.offline.stages import StageClock
 from app.offline.text import ItemText, has_text
 from app.serving.artifacts import (
     BlendParams,
@@ -66,6 +69,7 @@ from app.serving.pipeline import Recommender, UserState
 log = logging.getLogger(__name__)
 
 Histories = list[list[tuple[int, float]]]
+SCORE_BLOCK = 1 << 25  # floats (128 MiB) in one block of users × items validation scores
 
 
 @dataclass
@@ -102,6 +106,9 @@ class TrainConfig:
     refit_full: bool = True
     max_validation_users: int = 5000
     threads: int = 2
+    engine: str = "implicit"  # ALS engine: implicit (this machine) or spark (docs/OPERATIONS.md)
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "1g"
     text: bool = True  # items.csv text → the item text encoder and vectors for untrained items
     text_quantize: bool = True  # int8 per-channel (see app/offline/text.py)
     text_ridge: float = 10.0  # these two are chosen on validation; used only without one
@@ -204,7 +211,9 @@ class _Validator:
 
     def __init__(self, kept: Histories, held: dict[int, set[int]], users: list[int],
                  n_items: int, max_history: int, batch: int = 1024) -> None:
-        self.kept, self.users, self.max_history, self.batch = kept, users, max_history, batch
+        self.kept, self.users, self.max_history = kept, users, max_history
+        # a block of scores stays within SCORE_BLOCK floats, whatever the catalogue's size
+        self.batch = max(16, min(batch, SCORE_BLOCK // max(n_items, 1)))
         self.held = [held[u] for u in users]
         self.n_items = n_items
 
@@ -221,6 +230,18 @@ class _Validator:
                          in zip(block, top, self.held[s: s + len(block)], strict=True)]
         m = metrics_at(rankings, (20,), self.n_items)
         return {key: m[key] for key in ("recall@20", "ndcg@20")}
+
+
+def _solver(cfg: TrainConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """fit_als of the configured engine."""
+    if cfg.engine == "implicit":
+        return fit_als
+    if cfg.engine == "spark":
+        from app.offline.spark_als import fit_als_spark
+
+        return functools.partial(fit_als_spark, master=cfg.spark_master,
+                                 driver_memory=cfg.spark_driver_memory)
+    raise ValueError(f"engine {cfg.engine!r}: expected implicit or spark")
 
 
 def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users: int,
@@ -243,8 +264,9 @@ def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users:
             stale[0] += 1
         return stale[0] >= cfg.patience
 
-    _, item_f = fit_als(users, items, values, n_users, n_items, cfg.dim, cfg.regularization,
-                        cfg.alpha, cfg.iterations, cfg.seed, cfg.cg_steps, callback)
+    _, item_f = _solver(cfg)(users, items, values, n_users, n_items, cfg.dim,
+                             cfg.regularization, cfg.alpha, cfg.iterations, cfg.seed,
+                             cfg.cg_steps, callback, cfg.threads)
     if best["factors"] is None:
         return _Fitted(item_f, cfg.iterations, {})
     return _Fitted(best["factors"], best["it"], best["scores"])
@@ -487,37 +509,48 @@ def _bands(cfg: TrainConfig) -> list[tuple[int, float]]:
     return list(zip(starts, [s - 1 for s in starts[1:]] + [math.inf], strict=True))
 
 
+def _bar(desc: str, total: int, progress: bool) -> tqdm[Any]:
+    return tqdm(total=total, desc=desc, disable=not progress, unit="step", leave=False)
+
+
 def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  # noqa: B008
-          progress: bool = True) -> Manifest:
+          progress: bool = True, clock: StageClock | None = None) -> Manifest:
+    """`clock` (optional) also receives the export stage, which the manifest cannot record
+    (it is the manifest's own writing); the manifest has every earlier stage's seconds and
+    peak memory in its metrics."""
     cfg = config
+    _solver(cfg)  # an unknown engine fails before the data is read
     started = time.perf_counter()
+    clock = clock if clock is not None else StageClock()
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    data = load_dataset(data_dir, DEFAULT_EVENT_WEIGHTS)
+    with clock("load"):
+        data = load_dataset(data_dir, DEFAULT_EVENT_WEIGHTS)
     read = [interactions_file(data_dir)] + [data_dir / n for n in ("social.csv", "items.csv")
                                             if (data_dir / n).is_file()]
     if not any(data.histories):
         raise ValueError(f"{data_dir}: no interactions to train on")
-    scale = _weight_scale(data.histories)
-    kept, held = carve_validation(data.histories, cfg.validation_fraction, cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    val_users = sorted(held)
-    if len(val_users) > cfg.max_validation_users:
-        val_users = sorted(rng.choice(val_users, cfg.max_validation_users, replace=False).tolist())
-    held = {u: held[u] for u in val_users}
-    validate = bool(val_users)
-    ranges = _bands(cfg)
-    grid_size = len(_floats(cfg.match_weights))
-    total = cfg.iterations * (2 if cfg.refit_full else 1) + (
-        len(ranges) * (cfg.epochs + grid_size) if validate else 0)
-    bar = tqdm(total=total, desc="train", disable=not progress, unit="step")
-    counts_kept = item_counts(kept, data.n_items)
+    with clock("prepare"):
+        scale = _weight_scale(data.histories)
+        kept, held = carve_validation(data.histories, cfg.validation_fraction, cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        val_users = sorted(held)
+        if len(val_users) > cfg.max_validation_users:
+            val_users = sorted(rng.choice(val_users, cfg.max_validation_users,
+                                          replace=False).tolist())
+        held = {u: held[u] for u in val_users}
+        validate = bool(val_users)
+        ranges = _bands(cfg)
+        grid_size = len(_floats(cfg.match_weights))
+        counts_kept = item_counts(kept, data.n_items)
 
     # 1-2. ALS on the kept pairs, iterations chosen on validation through the served encoder.
-    validator = _Validator(kept, held, val_users, data.n_items, cfg.max_history) \
-        if validate else None
-    fitted = _fit_with_validation(kept, validator, data.n_users, data.n_items, scale, cfg, bar)
+    with clock("als"), _bar("als", cfg.iterations, progress) as bar:
+        validator = _Validator(kept, held, val_users, data.n_items, cfg.max_history) \
+            if validate else None
+        fitted = _fit_with_validation(kept, validator, data.n_users, data.n_items, scale, cfg,
+                                      bar)
     encoder = FoldInEncoder(fitted.item_factors, cfg.regularization, cfg.alpha, scale,
                             cfg.encoder_cg_steps)
     metrics: dict[str, float] = {"val_users": float(len(val_users)),
@@ -529,25 +562,27 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     if validate:
         metrics |= {f"val_encoder_{k}": v for k, v in fitted.scores.items()}
         # 3. per history band, the blend, priors and social weight on truncated users.
-        own = encode_all(encoder, kept, cfg.max_history)
-        friend_mean, has = _friend_mean(val_data, own, cfg.max_friends)
-        pop = torch.from_numpy(popularity_feature(counts_kept))
-        band_users = [_band_histories(kept, val_users, lo, hi, cfg) for lo, hi in ranges]
-        for b, known in enumerate(band_users):
-            if len(known) < cfg.min_band_users:  # too few to learn from: the shorter band's
-                bands[b] = (bands[b - 1] if b else bands[b]).model_copy(
-                    update={"min_items": bands[b].min_items})
-                band_users[b] = {}
-                bar.update(cfg.epochs)
-                continue
-            start = bands[b - 1] if b else bands[b]
-            bands[b] = _learn_band(start.model_copy(update={"min_items": bands[b].min_items}),
-                                   encoder, pop, friend_mean, has, val_data, known, held, cfg,
-                                   bar)
+        with clock("bands"), _bar("bands", len(ranges) * cfg.epochs, progress) as bar:
+            own = encode_all(encoder, kept, cfg.max_history)
+            friend_mean, has = _friend_mean(val_data, own, cfg.max_friends)
+            pop = torch.from_numpy(popularity_feature(counts_kept))
+            band_users = [_band_histories(kept, val_users, lo, hi, cfg) for lo, hi in ranges]
+            for b, known in enumerate(band_users):
+                if len(known) < cfg.min_band_users:  # too few to learn from: the shorter band's
+                    bands[b] = (bands[b - 1] if b else bands[b]).model_copy(
+                        update={"min_items": bands[b].min_items})
+                    band_users[b] = {}
+                    bar.update(cfg.epochs)
+                    continue
+                start = bands[b - 1] if b else bands[b]
+                bands[b] = _learn_band(start.model_copy(update={"min_items": bands[b].min_items}),
+                                       encoder, pop, friend_mean, has, val_data, known, held, cfg,
+                                       bar)
         if text is not None:  # the projection, on trained items treated as new
-            ridge, label_weight, grid = text.choose(
-                _item_vectors(encoder.factors, counts_kept), counts_kept > 0, kept,
-                lambda hs: _taste(encode_all(encoder, hs, cfg.max_history)), cfg.seed)
+            with clock("text"):
+                ridge, label_weight, grid = text.choose(
+                    _item_vectors(encoder.factors, counts_kept), counts_kept > 0, kept,
+                    lambda hs: _taste(encode_all(encoder, hs, cfg.max_history)), cfg.seed)
             log.info("text projection on validation (R@20 + N@20 of held-out items as new): %s",
                      grid)
             metrics |= {"text_ridge": ridge, "text_label_weight": label_weight}
@@ -556,7 +591,8 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                 metrics[f"val_cold_r+n@20_labels_{weight:g}"] = max(
                     v for (_, w), v in grid.items() if w == weight)
         # 4. per band, the match weight through the real Recommender on the validation model.
-        with tempfile.TemporaryDirectory(prefix="socialrec-val-") as tmp:
+        with clock("match"), tempfile.TemporaryDirectory(prefix="socialrec-val-") as tmp, \
+                _bar("match", len(ranges) * grid_size, progress) as bar:
             _export(Path(tmp) / "model", val_data, encoder, counts_kept, cfg, bands, {},
                     "validation", {"architecture": "als-foldin"}, text, ridge, label_weight)
             bands, val_metrics = _match_grid(Path(tmp) / "model", val_data, held, band_users,
@@ -564,32 +600,30 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
         metrics |= val_metrics
     # 5. refit on everything with the chosen iterations; keep the chosen serving weights.
     if cfg.refit_full:
-        users, items, values = _pairs(data.histories, scale)
-        steps = [0]
+        with clock("refit"), _bar("refit", fitted.iterations, progress) as bar:
+            users, items, values = _pairs(data.histories, scale)
 
-        def tick(it: int, *_: torch.Tensor) -> bool:
-            bar.update(1)
-            bar.set_postfix(stage="refit", it=it)
-            steps[0] = it
-            return False
+            def tick(it: int, *_: torch.Tensor) -> bool:
+                bar.update(1)
+                return False
 
-        _, item_f = fit_als(users, items, values, data.n_users, data.n_items, cfg.dim,
-                            cfg.regularization, cfg.alpha, fitted.iterations, cfg.seed,
-                            cfg.cg_steps, tick)
-        bar.update(cfg.iterations - steps[0])
-        encoder = FoldInEncoder(item_f, cfg.regularization, cfg.alpha, scale,
-                                cfg.encoder_cg_steps)
-    bar.close()
-    metrics["train_seconds"] = time.perf_counter() - started
+            _, item_f = _solver(cfg)(users, items, values, data.n_users, data.n_items,
+                                     cfg.dim, cfg.regularization, cfg.alpha, fitted.iterations,
+                                     cfg.seed, cfg.cg_steps, tick, cfg.threads)
+            encoder = FoldInEncoder(item_f, cfg.regularization, cfg.alpha, scale,
+                                    cfg.encoder_cg_steps)
     info: dict[str, float | int | str] = {
         "architecture": "als-foldin", "factors": cfg.dim, "regularization": cfg.regularization,
         "alpha": cfg.alpha, "weight_scale": scale, "iterations": fitted.iterations,
         "encoder_cg_steps": cfg.encoder_cg_steps, "seed": cfg.seed,
-        "refit_full": int(cfg.refit_full)}
-    metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        "refit_full": int(cfg.refit_full), "engine": cfg.engine}
     counts = item_counts(data.histories, data.n_items) if cfg.refit_full else counts_kept
-    manifest = _export(out_dir, data, encoder, counts, cfg, bands, metrics,
-                       fingerprint(read), info, text, ridge, label_weight)
+    metrics["train_seconds"] = time.perf_counter() - started
+    metrics |= clock.metrics()
+    metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    with clock("export"):
+        manifest = _export(out_dir, data, encoder, counts, cfg, bands, metrics,
+                           fingerprint(read), info, text, ridge, label_weight)
     log.info("trained %s in %.1f s: %s", manifest.model_version, metrics["train_seconds"],
              metrics)
     return manifest

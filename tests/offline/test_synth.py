@@ -216,3 +216,13 @@ def test_blending_friends_measurably_improves_a_simple_recommender(loaded: Datas
         return float(np.mean(scores))
 
     assert recall(0.5) > 1.15 * recall(0.0)
+
+
+def test_activity_scales_the_events(tmp_path: Path) -> None:
+    quiet = write_synthetic_dataset(tmp_path / "quiet", n_users=300, n_items=200, seed=0,
+                                    activity=4.0)
+    busy = write_synthetic_dataset(tmp_path / "busy", n_users=300, n_items=200, seed=0,
+                                   activity=16.0)
+    assert 2.5 * quiet.interactions < busy.interactions < 5.5 * quiet.interactions
+    with pytest.raises(ValueError, match="activity"):
+        write_synthetic_dataset(tmp_path / "bad", n_users=300, n_items=200, activity=0.5)

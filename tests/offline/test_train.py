@@ -112,6 +112,12 @@ def test_manifest_records_training(trained, split: Path) -> None:
     assert [b.min_items for b in manifest.bands] == [0, 1, 2, 3, 5, 10, 20]
     assert manifest.model["architecture"] == "als-foldin"
     assert manifest.metrics["val_users"] > 0
+    # every stage before the export has its seconds and peak memory in the report
+    stages = ("load", "prepare", "als", "bands", "text", "match", "refit")
+    seconds = [manifest.metrics[f"seconds_{s}"] for s in stages]
+    assert all(s > 0 for s in seconds)
+    assert sum(seconds) <= manifest.metrics["train_seconds"]
+    assert all(manifest.metrics[f"peak_rss_mb_{s}"] > 10 for s in stages)
 
 
 def test_training_never_reads_test_csv(tmp_path: Path) -> None:
