@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="bearer token for /admin and /users/{id} (GET and DELETE); unset = "
         "admin off, GET /users open, DELETE /users refused (403)")
+    catalog_token: str | None = Field(
+        None, description="bearer token for catalogue writes (PUT, POST and DELETE /items); "
+        "unset = catalogue writes refused (403), GET /items/{id} open")
     history_len: int = Field(50, ge=1, le=1000,
                              description="most recent distinct items kept per user "
                              "(the encoder's input)")
@@ -58,16 +61,17 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, url: str) -> str:
         return check_redis_url(url)
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "catalog_token")
     @classmethod
-    def _refuse_placeholder(cls, token: str | None) -> str | None:
+    def _refuse_placeholder(cls, token: str | None, info: ValidationInfo) -> str | None:
         if token is None:
             return None
         if not token.strip() or token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < 16:
+            name = f"SOCIALREC_{(info.field_name or '').upper()}"
+            what = "admin routes" if info.field_name == "admin_token" else "catalogue writes"
             raise ValueError(
-                "SOCIALREC_ADMIN_TOKEN is a placeholder or shorter than 16 characters; set a "
-                "real secret (e.g. `openssl rand -hex 24`) or leave it unset to disable admin "
-                "routes"
+                f"{name} is a placeholder or shorter than 16 characters; set a real secret "
+                f"(e.g. `openssl rand -hex 24`) or leave it unset to disable {what}"
             )
         return token
 

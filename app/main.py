@@ -25,11 +25,13 @@ from app import __version__
 from app.api.contract import publish_event_types
 from app.api.deps import AppState
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import admin, events, ops, recommend, ui, users
+from app.api.routes import admin, events, items, ops, recommend, ui, users
 from app.config import Settings
 from app.metrics import Metrics
 from app.serving.artifacts import ArtifactError
+from app.serving.catalog import CATALOG_POLL_S, Catalogue
 from app.serving.holder import ModelHolder
+from app.store.catalog import CatalogStore
 from app.store.redis_store import STORE_ERRORS, RedisStore, connect
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          description="Social recommendations: your taste, blended with your "
                                      "friends'.",
                          swagger_ui_parameters={"validatorUrl": None})
-    for module in (recommend, events, users, ops):
+    for module in (recommend, events, users, items, ops):
         app.include_router(module.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
@@ -84,12 +86,17 @@ def _lifespan(settings: Settings,
         model = models.current
         metrics.model_swapped(model.version, model.manifest.created_at)
         store = RedisStore(connect(settings), settings)
-        state = AppState(settings=settings, store=store, models=models, metrics=metrics)
+        catalogue = Catalogue(CatalogStore(store.client, store.keys))
+        models.prepare = catalogue.prepare  # a model swaps in with its live catalogue built
+        state = AppState(settings=settings, store=store, models=models, metrics=metrics,
+                         catalogue=catalogue)
         app.state.socialrec = state
         await _warn_of_eviction(store, settings.redis_timeout_s * 2)
+        await _read_catalogue(state)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
-                 asyncio.create_task(_follow_reloads(state, stopping))]
+                 asyncio.create_task(_follow_reloads(state, stopping)),
+                 asyncio.create_task(_follow_catalogue(state, stopping))]
         log.info("serving model %s from %s", model.version, settings.artifacts)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, which otherwise walk it again and again under load.
@@ -129,14 +136,36 @@ async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
         except STORE_ERRORS:
             live = None
         if live is not None:
-            index = model.artifacts.catalog.index
-            known = [(index[i], c) for i, c in live if i in index]
+            lookup = state.catalog(model).lookup  # live items count like the model's
+            known = [(n, c) for i, c in live if (n := lookup(i)) is not None]
             state.live_popular = (model.version, model.popular.with_live(
                 np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
                 np.fromiter((c for _, c in known), dtype=np.float32, count=len(known)),
                 complete=len(live) < LIVE_POPULAR_TOP))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
+
+
+async def _read_catalogue(state: AppState) -> None:
+    """The live catalogue before the first request; with Redis away the service starts
+    without it and the poll catches up."""
+    try:
+        await state.catalogue.poll()
+    except STORE_ERRORS as exc:
+        log.warning("live catalogue not read at start-up (%s); the poll retries",
+                    type(exc).__name__)
+    await state.catalogue.prepare(state.models.current.artifacts)
+
+
+async def _follow_catalogue(state: AppState, stopping: asyncio.Event) -> None:
+    """Apply catalogue changes made through any process: availability reaches every process
+    within CATALOG_POLL_S plus one read. While Redis is away the last state read stays."""
+    while not stopping.is_set():
+        with contextlib.suppress(*STORE_ERRORS):
+            await state.catalogue.poll()
+        state.metrics.catalog_generation.set(state.catalogue.generation)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), CATALOG_POLL_S)
 
 
 async def _follow_reloads(state: AppState, stopping: asyncio.Event) -> None:

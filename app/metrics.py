@@ -55,6 +55,10 @@ class Metrics:
                                "model reloads by outcome: ok, refused or unannounced "
                                "(/admin/reload), followed or follow_failed (announced by "
                                "another process)", ["outcome"], registry=r)
+        self.catalog_generation = Gauge(
+            "socialrec_catalog_generation", "the last live-catalogue change this process "
+            "applied (every process should show the same within a second)", registry=r,
+            multiprocess_mode="liveall")
         self._served: tuple[str, str] | None = None
 
     def model_swapped(self, version: str, created_at: str) -> None:

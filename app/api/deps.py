@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
 from app.metrics import Metrics
+from app.serving.catalog import Catalogue, CatalogView
 from app.serving.holder import ModelHolder
 from app.serving.pipeline import Recommender
 from app.serving.popular import Popularity
@@ -25,7 +26,12 @@ class AppState:
     store: RedisStore
     models: ModelHolder
     metrics: Metrics
+    catalogue: Catalogue
     live_popular: tuple[str, Popularity] | None = None  # (model version, live order)
+
+    def catalog(self, model: Recommender) -> CatalogView:
+        """The live catalogue as `model` serves it (availability filter, side index)."""
+        return self.catalogue.view(model.artifacts)
 
     def popular_for(self, version: str) -> Popularity | None:
         """The live popularity order, if it was computed for this model's catalogue."""
@@ -76,6 +82,18 @@ async def guard_user_data(settings: Annotated[Settings, Depends(get_settings)],
         _check_token(settings.admin_token, credentials)
 
 
+async def require_catalog_writer(
+        settings: Annotated[Settings, Depends(get_settings)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Catalogue writes: only with SOCIALREC_CATALOG_TOKEN; without one configured they are
+    off (403, like erasure: the route exists, the configuration refuses)."""
+    if settings.catalog_token is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "catalogue writes are disabled: set SOCIALREC_CATALOG_TOKEN to "
+                            "enable them")
+    _check_token(settings.catalog_token, credentials)
+
+
 async def require_eraser(settings: Annotated[Settings, Depends(get_settings)],
                          credentials: Annotated[HTTPAuthorizationCredentials | None,
                                                 Depends(_bearer)]) -> None:
@@ -103,3 +121,4 @@ RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 AdminDep = Depends(require_admin)
 UserDataDep = Depends(guard_user_data)
 EraserDep = Depends(require_eraser)
+CatalogWriterDep = Depends(require_catalog_writer)

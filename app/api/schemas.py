@@ -11,6 +11,17 @@ from app.events import ID_PATTERN, SOCIAL_TYPES
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,31}$")]
 MAX_EVENTS = 1000
+MAX_ITEMS = 1000
+# The length rule of catalogue texts: longer ones are refused (422), never cut silently. The
+# text encoder reads at most its max_tokens (docs/ARTIFACTS.md) of "title. category. tags.
+# description"; a description past that still counts for nothing but is kept for the shop.
+MAX_TITLE = 300
+MAX_CATEGORY = 100
+MAX_TAGS = 50
+MAX_DESCRIPTION = 5000
+# A tag is one label: no ';' (the tag separator of items.csv) and no line breaks.
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^;\r\n]+$")]
+Line = Annotated[str, StringConstraints(pattern=r"^[^\r\n]*$")]
 
 
 class Reason(BaseModel):
@@ -129,3 +140,62 @@ class Status(BaseModel):
 class Reloaded(BaseModel):
     model_version: str
     previous_version: str | None
+
+
+class ItemIn(BaseModel):
+    """A catalogue write: only the fields given change; `available` defaults to true for a new
+    item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Line | None = Field(None, max_length=MAX_TITLE)
+    category: Line | None = Field(None, max_length=MAX_CATEGORY)
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
+    available: bool | None = Field(None, strict=True, description="false: never recommended "
+                                   "until set true again")
+
+
+class BulkItemIn(ItemIn):
+    item_id: Id
+
+
+class ItemsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BulkItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ItemsIn:
+        seen: set[str] = set()
+        for item in self.items:
+            if item.item_id in seen:
+                raise ValueError(f"item_id {item.item_id!r} appears twice")
+            seen.add(item.item_id)
+        return self
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str
+    category: str
+    tags: list[str]
+    description: str
+    available: bool
+    known_to_model: bool = Field(description="the served model learned or described this item")
+    vector_source: Literal["model", "text", "none"] = Field(
+        description="model: learned from interactions; text: projected from the item's text "
+        "(the model's export or this catalogue); none: no vector (recommended only by "
+        "popularity)")
+
+
+class ItemsWritten(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class ItemWithdrawn(BaseModel):
+    item_id: str
+    withdrawn: bool
+    changed: bool = Field(description="false: it was withdrawn already")

@@ -34,6 +34,8 @@ class ModelHolder:
         # (what was announced before this process started is what its folder already holds).
         self.seen: int | None = None
         self.follow_error: str | None = None
+        # Run on a model before it swaps in (the live catalogue builds its view of it).
+        self.prepare: Callable[[ModelArtifacts], Awaitable[object]] | None = None
 
     @classmethod
     def load(cls, folder: Path, onnx_threads: int) -> ModelHolder:
@@ -55,7 +57,8 @@ class ModelHolder:
         nothing to do. ArtifactError when this process cannot load the announced version; it
         keeps its model and reports why until the next announcement."""
         async with self._lock:
-            if notice.generation == self.seen:
+            # An older notice was read before this process's own reload took the lock.
+            if self.seen is not None and notice.generation <= self.seen:
                 return None
             first, self.seen = self.seen is None, notice.generation
             if first or notice.version == self.current.version:
@@ -74,7 +77,10 @@ class ModelHolder:
             return fresh
 
     async def _candidate(self) -> Recommender:
-        return await asyncio.to_thread(load_checked, self.folder, self._threads)
+        fresh = await asyncio.to_thread(load_checked, self.folder, self._threads)
+        if self.prepare is not None:
+            await self.prepare(fresh.artifacts)
+        return fresh
 
     def _swap(self, model: Recommender) -> None:
         self.current = model

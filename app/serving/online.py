@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, History
 from app.serving.pipeline import Friends, Query, Recommendation, Recommender, UserState
 from app.serving.popular import Popularity
@@ -37,49 +38,72 @@ class Request:
     social: bool = True  # False: the pipeline's no-social ablation, for side-by-side comparison
 
 
-def known_history(rec: Recommender, history: Sequence[tuple[str, float]]) -> History:
-    """Items the model knows, most recent first, capped at the model's history length."""
+def known_history(rec: Recommender, history: Sequence[tuple[str, float]],
+                  catalog: CatalogView | None = None) -> History:
+    """Items the model (or the live catalogue) knows, most recent first, capped at the
+    model's history length."""
     index = rec.artifacts.catalog.index
-    known = [(index[i], w) for i, w in history if i in index]
+    if catalog is None or not catalog.ids:
+        known = [(index[i], w) for i, w in history if i in index]
+    else:
+        known = [(n, w) for i, w in history if (n := catalog.lookup(i)) is not None]
     return History.of(known[: rec.manifest.max_history])
 
 
-async def recommend(rec: Recommender, store: RedisStore, req: Request,
-                    popular: Popularity | None = None) -> Served:
+def cacheable(rec: Recommender, read: Sequence[tuple[str, float]]) -> bool:
+    """A vector may be cached (shared by every process) when the model knows every item of
+    the history it was encoded from: live items' indices are this process's own, and an item
+    unknown now may become a live item whose proxy should count."""
     index = rec.artifacts.catalog.index
+    return all(i in index for i, _ in read)
+
+
+async def recommend(rec: Recommender, store: RedisStore, req: Request,
+                    popular: Popularity | None = None,
+                    catalog: CatalogView | None = None) -> Served:
+    """`catalog`: the live catalogue of `rec` (availability, live items, their metadata)."""
+    lookup = rec.artifacts.catalog.index.get if catalog is None else catalog.lookup
     query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
-                  exclude=np.fromiter((index[i] for i in req.exclude if i in index), np.int64))
+                  exclude=np.fromiter((n for i in req.exclude if (n := lookup(i)) is not None),
+                                      np.int64))
     try:
-        state = await _user_state(rec, store, req.user_id)
+        state = await _user_state(rec, store, req.user_id, catalog)
     except STORE_ERRORS as exc:
         log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
-        return Served(rec.recommend(UserState(), query, popular=popular), rec.version, True)
-    return Served(rec.recommend(state, query, social=req.social, popular=popular), rec.version,
-                  False)
+        return Served(rec.recommend(UserState(), query, popular=popular, catalog=catalog),
+                      rec.version, True)
+    return Served(rec.recommend(state, query, social=req.social, popular=popular,
+                                catalog=catalog), rec.version, False)
 
 
-async def _user_state(rec: Recommender, store: RedisStore, user_id: str) -> UserState:
+async def _user_state(rec: Recommender, store: RedisStore, user_id: str,
+                      catalog: CatalogView | None = None) -> UserState:
     raw = await store.user_raw(user_id, rec.version, rec.manifest.blend.max_friends)
     friends = await _friends(rec, store, [f for f, _ in raw.friends],
-                             np.asarray([w for _, w in raw.friends], dtype=np.float32))
+                             np.asarray([w for _, w in raw.friends], dtype=np.float32), catalog)
     seen = rec.artifacts.catalog.tags.indices(raw.seen)
+    if catalog is not None and catalog.ids:
+        seen = np.concatenate([seen, catalog.seen_live(raw.seen)])
     if raw.entry is not None:
         # the cached entry carries the known history it was encoded from: nothing to parse
         entry = raw.entry
         return UserState(history=History(entry.items, entry.weights), friends=friends,
                          vector=entry.vector, seen=seen)
     read = decode_history(raw.history)
-    history = known_history(rec, read)
+    history = known_history(rec, read, catalog)
     vector = None
     if len(history):
-        vector = rec.encode([history])[0]
-        await _cache_quietly(store, {user_id: VectorState(vector, history.items,
-                                                          history.weights, read)}, rec.version)
+        vector = rec.encode([history if catalog is None
+                             else catalog.encoder_history(history)])[0]
+        if cacheable(rec, read):
+            await _cache_quietly(store, {user_id: VectorState(vector, history.items,
+                                                              history.weights, read)},
+                                 rec.version)
     return UserState(history=history, friends=friends, vector=vector, seen=seen)
 
 
 async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
-                   ties: np.ndarray) -> Friends:
+                   ties: np.ndarray, catalog: CatalogView | None = None) -> Friends:
     """Friends with a known history: their vectors and recent items from the vector cache,
     where each entry carries the history it was encoded from (so no friend's history is read
     or parsed while their entry lives); the others' histories are read in one round trip,
@@ -96,13 +120,15 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
     if stale:
         read = await store.histories([ids[n] for n in stale])
         for n, history in zip(stale, read, strict=True):
-            known[n] = known_history(rec, history)
-        fresh = rec.encode([known[n] for n in stale])
+            known[n] = known_history(rec, history, catalog)
+        fresh = rec.encode([known[n] if catalog is None else catalog.encoder_history(known[n])
+                            for n in stale])
         for row, n in enumerate(stale):
             vectors[n] = fresh[row]
         await _cache_quietly(store, {ids[n]: VectorState(vectors[n], known[n].items,
                                                          known[n].weights, history)
-                                     for n, history in zip(stale, read, strict=True)},
+                                     for n, history in zip(stale, read, strict=True)
+                                     if cacheable(rec, history)},
                              rec.version)
     keep = [n for n, h in enumerate(known) if len(h)]
     dim = rec.manifest.embedding_dim
@@ -116,6 +142,8 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
 async def _cache_quietly(store: RedisStore, states: dict[str, VectorState],
                          version: str) -> None:
     """A failed cache write only costs a recomputation next time."""
+    if not states:
+        return
     try:
         await store.save_states(states, version)
     except STORE_ERRORS as exc:

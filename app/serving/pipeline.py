@@ -14,6 +14,7 @@ import numpy as np
 
 from app.serving.artifacts import Manifest, ModelArtifacts
 from app.serving.blend import blend
+from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, Encoder, History
 from app.serving.filter import keep
 from app.serving.popular import Popularity
@@ -133,37 +134,47 @@ class Recommender:
         return self.encoder(histories)
 
     def recommend(self, user: UserState, query: Query, *, social: bool = True,
-                  rerank_stage: bool = True,
-                  popular: Popularity | None = None) -> Recommendation:
+                  rerank_stage: bool = True, popular: Popularity | None = None,
+                  catalog: CatalogView | None = None) -> Recommendation:
+        """`catalog`: the live catalogue (app.serving.catalog) — its unavailable items are
+        banned from every list, its live items are retrieved beside the FAISS ones and its
+        categories filter; None = the model's items as trained (the evaluator)."""
         friends = user.friends if social and user.friends is not None else None
         has_friends = friends is not None and len(friends.ids) > 0
         strategy = choose_strategy(len(user.history) > 0, has_friends)
-        banned = self._banned(user, query)
-        allowed = self._allowed(query.categories, query.within)
+        banned = self._banned(user, query, catalog)
+        allowed = self._allowed(query.categories, query.within, catalog)
         scored: list[Scored] = []
         if strategy is not Strategy.POPULAR:
             scored = self._personal(user, friends if has_friends else None, query, banned,
-                                    allowed, rerank_stage)
+                                    allowed, rerank_stage, catalog)
         if len(scored) < query.k:
             scored += self._fill(scored, query.k, banned, allowed, popular)
         return Recommendation(strategy, scored)
 
     def _personal(self, user: UserState, friends: Friends | None, query: Query,
-                  banned: np.ndarray, allowed: np.ndarray | None,
-                  rerank_stage: bool) -> list[Scored]:
+                  banned: np.ndarray, allowed: np.ndarray | None, rerank_stage: bool,
+                  catalog: CatalogView | None) -> list[Scored]:
         m = self.manifest
         band = m.band(len(user.history))
-        own = user.vector if user.vector is not None else self.encode([user.history])[0]
+        own = user.vector if user.vector is not None else self.encode(
+            [user.history if catalog is None else catalog.encoder_history(user.history)])[0]
         vector = (own if friends is None else blend(own, friends.vectors, friends.ties,
                                                     band.friend_weight)).copy()
         vector[-1] = band.popularity_weight_alone if friends is None else \
             band.popularity_weight
         n = max(m.rerank.candidates, query.k) + len(banned)
-        scores, ids = retrieve(self.artifacts.index, vector[None, :], n, allowed)
+        scores, ids = retrieve(self.artifacts.index, vector[None, :], n,
+                               allowed if catalog is None or allowed is None
+                               else allowed[allowed < catalog.base])
         ids, scores = ids[0], scores[0]
         mask = keep(ids, banned)
         mask[mask] = self.informed[ids[mask]]
         ids, scores = ids[mask], scores[mask]
+        if catalog is not None and catalog.ids:
+            ids, scores = _merge_side(ids, scores, catalog, vector, n, banned, allowed)
+        vectors = (self.artifacts.item_vectors[ids] if catalog is None
+                   else catalog.vectors(ids))
         cand, pos = friends.engaged_with(ids) if friends is not None else (NO_ITEMS, NO_ITEMS)
         if rerank_stage:
             # Σ ties of the friends who engaged, added in friend order in float32 (ufunc.at is
@@ -171,10 +182,12 @@ class Recommender:
             social = np.zeros(len(ids), dtype=np.float32)
             if friends is not None and len(cand):
                 np.add.at(social, cand, friends.ties[pos])
-            scores = rerank(vector, self.artifacts.item_vectors[ids], scores, social, band,
-                            item_norms=self.taste_norms[ids])
+            norms = (self.taste_norms[ids] if catalog is None or not len(ids)
+                     or ids.max() < catalog.base
+                     else np.linalg.norm(vectors[:, :-1], axis=1))
+            scores = rerank(vector, vectors, scores, social, band, item_norms=norms)
         top = np.argsort(-scores, kind="stable")[: query.k]
-        basis = self._basis(own, vector, ids[top])
+        basis = self._basis(own, vector, vectors[top])
         names = friends.ids if friends is not None else []
         shown = np.zeros(len(ids), dtype=bool)
         shown[top] = True
@@ -186,10 +199,11 @@ class Recommender:
                        tuple(names[p] for p in engaged.get(t, ())), basis=b)
                 for t, b in zip(top.tolist(), basis, strict=True)]
 
-    def _basis(self, own: np.ndarray, vector: np.ndarray, items: np.ndarray) -> list[Basis]:
-        """The largest positive part of each item's retrieval score: own taste u·y, the
-        friends' blended taste (v − u)·y, or the popularity prior p·popularity."""
-        y = self.artifacts.item_vectors[items]
+    @staticmethod
+    def _basis(own: np.ndarray, vector: np.ndarray, y: np.ndarray) -> list[Basis]:
+        """The largest positive part of each item's retrieval score (`y`: the items' vectors):
+        own taste u·y, the friends' blended taste (v − u)·y, or the popularity prior
+        p·popularity."""
         parts = np.stack([y[:, :-1] @ own[:-1], y[:, :-1] @ (vector[:-1] - own[:-1]),
                           y[:, -1] * vector[-1]])
         kinds = (Basis.HISTORY, Basis.FRIENDS, Basis.POPULARITY)
@@ -225,13 +239,28 @@ class Recommender:
                 for i, s in zip(order[picked].tolist(), scores.tolist(), strict=True)]
 
     @staticmethod
-    def _banned(user: UserState, query: Query) -> np.ndarray:
+    def _banned(user: UserState, query: Query, catalog: CatalogView | None) -> np.ndarray:
         seen = [user.history.items, user.seen] if query.exclude_seen else []
-        return np.unique(np.concatenate([*seen, query.exclude.astype(np.int64)]))
+        gone = [catalog.unavailable] if catalog is not None else []
+        return np.unique(np.concatenate([*seen, query.exclude.astype(np.int64), *gone]))
 
-    def _allowed(self, categories: frozenset[str],
-                 within: np.ndarray | None) -> np.ndarray | None:
+    def _allowed(self, categories: frozenset[str], within: np.ndarray | None,
+                 catalog: CatalogView | None) -> np.ndarray | None:
         if not categories:
             return within
-        in_categories = self.artifacts.catalog.indices_in(categories)
+        in_categories = (self.artifacts.catalog.indices_in(categories) if catalog is None
+                         else catalog.in_categories(categories))
         return in_categories if within is None else np.intersect1d(in_categories, within)
+
+
+def _merge_side(ids: np.ndarray, scores: np.ndarray, catalog: CatalogView, vector: np.ndarray,
+                n: int, banned: np.ndarray, allowed: np.ndarray | None) -> tuple[
+                    np.ndarray, np.ndarray]:
+    """The FAISS candidates and the side index's, by retrieval score: both are the inner
+    product of the same query with vectors in the same space."""
+    side_scores, side_ids = catalog.search(vector, n, allowed)
+    mask = keep(side_ids, banned)
+    ids = np.concatenate([ids, side_ids[mask]])
+    scores = np.concatenate([scores, side_scores[mask]])
+    order = np.argsort(-scores, kind="stable")[:n]
+    return ids[order], scores[order]

@@ -10,6 +10,7 @@ from typing import cast
 import redis
 from redis.cluster import RedisCluster
 
+from app.store.catalog import CatalogItem, parse_item, whole_generations
 from app.store.keys import Keys
 from app.store.redis_store import StoreSettings, history_entry
 from app.store.seen import item_tag
@@ -79,3 +80,22 @@ def read_log(client: redis.Redis | RedisCluster, keys: Keys) -> Iterator[list[di
                           client.xrange(keys.events, min=last, max="+", count=LOG_PAGE)):
         yield [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
         last = "(" + entries[-1][0].decode()
+
+
+def read_catalogue(client: redis.Redis | RedisCluster, keys: Keys) -> Iterator[CatalogItem]:
+    """Every record of the live catalogue, in the order of their last change (a record
+    changed while this reads may come twice, the later state last)."""
+    after = 0
+    while True:
+        changed = cast("list[tuple[bytes, float]]", client.zrangebyscore(
+            keys.catalog_changes, f"({after}", "+inf", start=0, num=LOG_PAGE, withscores=True))
+        entries, after = whole_generations([(i.decode(), int(g)) for i, g in changed],
+                                           LOG_PAGE, after)
+        if not entries:
+            return
+        pipe = client.pipeline(transaction=False)
+        for item_id, _ in entries:
+            pipe.hgetall(keys.catalog_item(item_id))
+        for (item_id, _), raw in zip(entries, pipe.execute(), strict=True):
+            if (item := parse_item(item_id, raw)) is not None:
+                yield item

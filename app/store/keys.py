@@ -73,3 +73,20 @@ class Keys:
         """HASH generation, version, origin: the last model reload an API process accepted.
         Every API process polls it and loads the same version (workers and replicas alike)."""
         return f"{self.prefix}:model:reload"
+
+    def catalog_item(self, item_id: str) -> str:
+        """HASH title, category, tags (JSON list), description, available, withdrawn (0/1),
+        gen (the generation of its last change) and vector (the text vector and the model
+        version that computed it, app.store.catalog.encode_vector). Every catalogue key is in
+        the `{cat}` slot, so a bulk write is one script."""
+        return f"{self.prefix}:{{cat}}:item:{item_id}"
+
+    @property
+    def catalog_changes(self) -> str:
+        """ZSET item_id → generation of the item's last change: what every process polls."""
+        return f"{self.prefix}:{{cat}}:changes"
+
+    @property
+    def catalog_generation(self) -> str:
+        """STRING: the last catalogue generation handed out."""
+        return f"{self.prefix}:{{cat}}:gen"

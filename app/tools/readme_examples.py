@@ -38,6 +38,7 @@ DEMO = Path(__file__).resolve().parents[2] / "model_artifacts" / "demo"
 BEGIN, END = "<!-- examples:begin -->", "<!-- examples:end -->"
 BASE = "http://127.0.0.1:8000"
 ADMIN_TOKEN_VARIABLE = "$SOCIALREC_ADMIN_TOKEN"
+CATALOG_TOKEN_VARIABLE = "$SOCIALREC_CATALOG_TOKEN"
 WIDTH = 100  # README output lines are wrapped for reading near this width
 SETUP = ("export", "make")
 
@@ -154,14 +155,16 @@ def _request(command: list[str], previous: Request | None) -> Request | None:
 
 
 async def replay(client: httpx.AsyncClient, requests: list[Request | None],
-                 admin_token: str) -> list[str | None]:
+                 admin_token: str, catalog_token: str) -> list[str | None]:
     """Each request's answer body as text, in order (None for setup steps)."""
     answers: list[str | None] = []
     for request in requests:
         if request is None:
             answers.append(None)
             continue
-        headers = {k: v.replace(ADMIN_TOKEN_VARIABLE, admin_token) for k, v in request.headers}
+        headers = {k: v.replace(ADMIN_TOKEN_VARIABLE, admin_token)
+                   .replace(CATALOG_TOKEN_VARIABLE, catalog_token)
+                   for k, v in request.headers}
         response = await client.request(request.method, request.path, headers=headers,
                                         content=request.body)
         text = response.text
@@ -269,8 +272,8 @@ def rewrite(readme: str, answers: list[str | None]) -> str:
 
 
 @asynccontextmanager
-async def demo_client(redis_url: str, key_prefix: str,
-                      admin_token: str) -> AsyncIterator[httpx.AsyncClient]:
+async def demo_client(redis_url: str, key_prefix: str, admin_token: str,
+                      catalog_token: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app on the demo model, its demo users loaded under `key_prefix`, as `make run`
     serves it (in-process; the lifespan runs as in a server)."""
     from asgi_lifespan import LifespanManager
@@ -279,7 +282,7 @@ async def demo_client(redis_url: str, key_prefix: str,
     from app.offline.load import load_into_redis
 
     settings = Settings(redis_url=redis_url, key_prefix=key_prefix, artifacts=DEMO,
-                        admin_token=admin_token)
+                        admin_token=admin_token, catalog_token=catalog_token)
     load_into_redis(DEMO, DEMO / "data", settings=settings, progress=False)
     app = create_app(settings)
     async with LifespanManager(app) as manager:
@@ -312,15 +315,16 @@ def some_redis() -> Iterator[str]:
 async def _regenerate(readme: Path) -> bool:
     text = readme.read_text(encoding="utf-8")
     requests = [e.request for e in examples(text)]
-    prefix, token = f"readme-{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    prefix, token, catalog = f"readme-{uuid.uuid4().hex[:10]}", uuid.uuid4().hex, \
+        uuid.uuid4().hex
     with some_redis() as url:
         # The README shows the defaults, as `make run` serves them: no setting of the caller's
         # shell may change an answer.
         for name in [n for n in os.environ if n.startswith("SOCIALREC_")]:
             del os.environ[name]
         try:
-            async with demo_client(url, prefix, token) as client:
-                answers = await replay(client, requests, token)
+            async with demo_client(url, prefix, token, catalog) as client:
+                answers = await replay(client, requests, token, catalog)
         finally:
             delete_prefix(url, prefix)
     fresh = rewrite(text, answers)

@@ -29,6 +29,7 @@ from app.tools.readme_examples import (
 
 SCORE_TOLERANCE = 1e-4
 ADMIN_TOKEN = "readme-test-admin-token-0123456789"
+CATALOG_TOKEN = "readme-test-catalog-token-0123456789"
 
 
 def same(shown: Any, live: Any, where: str = "") -> list[str]:
@@ -58,7 +59,7 @@ def test_the_readme_has_examples_of_every_route() -> None:
     paths = {e.request.path for e in examples(README.read_text(encoding="utf-8"))
              if e.request is not None}
     for route in ("/recommend", "/events", "/users", "/healthz", "/readyz", "/metrics",
-                  "/admin"):
+                  "/admin", "/items"):
         assert any(p.startswith(route) for p in paths), f"no README example for {route}"
 
 
@@ -66,8 +67,8 @@ def test_the_readme_has_examples_of_every_route() -> None:
 async def test_every_readme_example_is_what_the_demo_service_answers(
         redis_url: str, key_prefix: str) -> None:
     found = examples(README.read_text(encoding="utf-8"))
-    async with demo_client(redis_url, key_prefix, ADMIN_TOKEN) as client:
-        answers = await replay(client, [e.request for e in found], ADMIN_TOKEN)
+    async with demo_client(redis_url, key_prefix, ADMIN_TOKEN, CATALOG_TOKEN) as client:
+        answers = await replay(client, [e.request for e in found], ADMIN_TOKEN, CATALOG_TOKEN)
     problems = []
     for example, answer in zip(found, answers, strict=True):
         if answer is None:

@@ -25,6 +25,7 @@ from app.events import SOCIAL_TYPES
 from app.main import create_app
 from app.serving.holder import ModelHolder
 from tests.conftest import ADMIN_TOKEN
+from tests.support.auth import CATALOG_TOKEN
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,9 @@ CONFIG = schemathesis.Config.from_dict({
     "phases": {"stateful": {"enabled": False}},
 })
 DEMO = Path(__file__).resolve().parents[2] / "model_artifacts" / "demo"
-SETTINGS = Settings(artifacts=DEMO, admin_token=ADMIN_TOKEN)
+# Both tokens set: a request without one must get 401 (the routes exist, the caller is not
+# authenticated), as the contract documents.
+SETTINGS = Settings(artifacts=DEMO, admin_token=ADMIN_TOKEN, catalog_token=CATALOG_TOKEN)
 DOCUMENT = with_event_types(create_app(SETTINGS).openapi(),
                             event_types(SETTINGS, ModelHolder.load(DEMO, 1).current))
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)

@@ -11,7 +11,8 @@ from app.api.deps import StateDep
 from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
-from app.serving.pipeline import Basis, Recommender, Scored, Strategy
+from app.serving.catalog import CatalogView
+from app.serving.pipeline import Basis, Scored, Strategy
 
 router = APIRouter(tags=["recommend"])
 
@@ -49,7 +50,8 @@ async def recommend(
                              exclude=tuple(exclude), categories=frozenset(category),
                              social=social)
     popular = state.popular_for(recommender.version)
-    served = await online.recommend(recommender, state.store, request, popular)
+    catalog = state.catalog(recommender)
+    served = await online.recommend(recommender, state.store, request, popular, catalog)
     rec = served.recommendation
     metrics = state.metrics
     metrics.strategies.labels(rec.strategy.value).inc()
@@ -62,18 +64,18 @@ async def recommend(
     # cost more than the rest of the response path.
     body = {"user_id": user_id, "model_version": served.model_version,
             "strategy": rec.strategy.value, "degraded": served.degraded,
-            "items": [_item(recommender, s, rec.strategy, explain,
+            "items": [_item(catalog, s, rec.strategy, explain,
                             state.settings.reason_friend_ids) for s in rec.items]}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-def _item(recommender: Recommender, s: Scored, strategy: Strategy, explain: bool,
+def _item(catalog: CatalogView, s: Scored, strategy: Strategy, explain: bool,
           friend_ids: bool) -> dict[str, Any]:
-    catalog = recommender.artifacts.catalog
-    item: dict[str, Any] = {"item_id": catalog.ids[s.item], "score": round(s.score, 6)}
-    if title := catalog.titles[s.item]:
+    item_id, title, category = catalog.describe(s.item)
+    item: dict[str, Any] = {"item_id": item_id, "score": round(s.score, 6)}
+    if title:
         item["title"] = title
-    if category := catalog.categories[s.item]:
+    if category:
         item["category"] = category
     if explain:
         item["reasons"] = _reasons(s, strategy, friend_ids)

@@ -1,0 +1,369 @@
+"""The live catalogue as one model serves it: availability, metadata and a side index of the
+items the model does not know, merged into the pipeline's stages.
+
+Item indices: the model's items keep their indices 0..N−1; a live item the model does not know
+gets N, N+1, … in the order this process learned of it (append-only for the model's lifetime,
+so an index taken before an `await` stays valid after it). These indices never leave the
+process: nothing written to Redis holds one.
+
+- Availability: `unavailable` (sorted indices, model and live items alike) joins the banned
+  items of every request — personal, social, popular fill and degraded lists.
+- Side index: the live items' text vectors (`TextEncoder.item_vector`, the projection the export
+  applies to the catalogue's untrained items, so the scores are on the FAISS items' scale),
+  searched exactly (one matrix-vector product) and merged with the FAISS candidates.
+- Metadata: titles and categories the catalogue API set, for live and model items; category
+  filters follow them.
+- Fold-in: the ONNX user encoder takes model item indices only, so a live item in a user's
+  history enters the encoding as its proxy — the model item nearest its text vector (cosine of
+  the taste coordinates) — with the same event weight (`encoder_history`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.serving.artifacts import ModelArtifacts
+from app.serving.encode import History
+from app.serving.text import ItemDescription
+from app.store.catalog import CatalogItem, CatalogStore, encode_vector
+from app.store.redis_store import STORE_ERRORS
+from app.store.seen import TagIndex
+
+log = logging.getLogger(__name__)
+NO_ITEMS = np.zeros(0, dtype=np.int64)
+# How often every process reads the catalogue's changes: one small ZRANGEBYSCORE per poll, so an
+# availability change reaches every process well within a second.
+CATALOG_POLL_S = 0.25
+CHANGES_PAGE = 5000  # records per read; ≥ the largest bulk write (one generation)
+KEPT_VIEWS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """An item as served: where its vector comes from and whether it may be shown."""
+
+    index: int
+    known_to_model: bool
+    vector_source: str  # "model", "text" or "none"
+    available: bool
+    title: str
+    category: str
+
+
+class CatalogView:
+    """The catalogue of one model in one process. Mutated only by the event loop (the
+    catalogue poll and the catalogue routes), read by the synchronous pipeline: a request sees
+    one consistent state for the duration of a pipeline call."""
+
+    def __init__(self, artifacts: ModelArtifacts) -> None:
+        self.artifacts = artifacts
+        self.version = artifacts.version
+        self.base = len(artifacts.catalog.ids)
+        self.dim = artifacts.manifest.embedding_dim
+        self.generation = 0  # the last catalogue generation applied
+        self.ids: list[str] = []  # live items, in live index order
+        self.index: dict[str, int] = {}  # live item id → its index (base + slot)
+        self.titles: list[str] = []
+        self.categories: list[str] = []
+        self.informed = np.zeros(0, dtype=bool)  # live item has a text vector
+        self.proxies = np.zeros(0, dtype=np.int64)  # nearest model item, -1 without a vector
+        self._vectors = np.zeros((0, self.dim), dtype=np.float32)  # capacity ≥ len(ids)
+        self.overrides: dict[int, tuple[str, str]] = {}  # model item → catalogue title, category
+        self._unavailable: set[int] = set()
+        self._cache: dict[str, object] = {}  # derived arrays, dropped on every change
+        taste = artifacts.item_vectors[:, :-1]
+        norms = np.linalg.norm(taste, axis=1)
+        self._proxy_candidates = np.flatnonzero(norms > 0)
+        self._proxy_norms = norms[self._proxy_candidates]
+
+    # ---- reads -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.base + len(self.ids)
+
+    def lookup(self, item_id: str) -> int | None:
+        """The index of an item the model or the live catalogue knows."""
+        known = self.artifacts.catalog.index.get(item_id)
+        return known if known is not None else self.index.get(item_id)
+
+    def item_id(self, index: int) -> str:
+        return (self.artifacts.catalog.ids[index] if index < self.base
+                else self.ids[index - self.base])
+
+    def describe(self, index: int) -> tuple[str, str, str]:
+        """(item id, title, category) as the catalogue says, else as the model's items say."""
+        if index >= self.base:
+            slot = index - self.base
+            return self.ids[slot], self.titles[slot], self.categories[slot]
+        catalog = self.artifacts.catalog
+        title, category = self.overrides.get(index, (catalog.titles[index],
+                                                     catalog.categories[index]))
+        return catalog.ids[index], title, category
+
+    def view(self, item_id: str) -> ItemView | None:
+        index = self.lookup(item_id)
+        if index is None:
+            return None
+        _, title, category = self.describe(index)
+        if index < self.base:
+            source = self.artifacts.catalog.vector_sources[index]
+        else:
+            source = "text" if self.informed[index - self.base] else "none"
+        return ItemView(index, index < self.base, source, index not in self._unavailable,
+                        title, category)
+
+    @property
+    def unavailable(self) -> np.ndarray:
+        """Sorted indices of the items that must not be shown."""
+        cached = self._cache.get("unavailable")
+        if cached is None:
+            cached = np.fromiter(sorted(self._unavailable), dtype=np.int64,
+                                 count=len(self._unavailable))
+            self._cache["unavailable"] = cached
+        assert isinstance(cached, np.ndarray)
+        return cached
+
+    def is_available(self, index: int) -> bool:
+        return index not in self._unavailable
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Item vectors of model and live indices alike, (len(ids), dim)."""
+        model = self.artifacts.item_vectors
+        if not len(ids) or ids.max() < self.base:
+            return model[ids]
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        live = ids >= self.base
+        out[~live] = model[ids[~live]]
+        out[live] = self._vectors[ids[live] - self.base]
+        return out
+
+    def search(self, vector: np.ndarray, n: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The side index: top-`n` (scores, indices) of the live items with a vector by inner
+        product, exactly; `allowed` (sorted indices) restricts them."""
+        slots = self._searchable
+        if allowed is not None and len(slots):
+            slots = slots[np.isin(slots + self.base, allowed, assume_unique=True)]
+        if not len(slots) or n <= 0:
+            return np.zeros(0, dtype=np.float32), NO_ITEMS
+        scores = self._vectors[slots] @ vector.astype(np.float32)
+        if len(slots) > n:
+            top = np.argpartition(-scores, n - 1)[:n]
+            slots, scores = slots[top], scores[top]
+        return scores.astype(np.float32), slots.astype(np.int64) + self.base
+
+    def in_categories(self, categories: frozenset[str]) -> np.ndarray:
+        """Sorted indices of the items whose served category is one of `categories`."""
+        model = self.artifacts.catalog.indices_in(categories)
+        if self.overrides:
+            moved = np.fromiter(self.overrides, dtype=np.int64, count=len(self.overrides))
+            model = model[~np.isin(model, moved)]
+            back = [i for i, (_, c) in self.overrides.items() if c in categories]
+            if back:
+                model = np.union1d(model, np.asarray(back, dtype=np.int64))
+        live = [self.base + s for s, c in enumerate(self.categories) if c in categories]
+        if not live:
+            return model
+        return np.concatenate([model, np.asarray(live, dtype=np.int64)])
+
+    def encoder_history(self, history: History) -> History:
+        """What the ONNX encoder reads: model items as they are, each live item replaced by
+        its proxy (live items without a vector are left out)."""
+        items = history.items
+        if not len(items) or items.max() < self.base:
+            return history
+        proxies = items.copy()
+        live = items >= self.base
+        proxies[live] = self.proxies[items[live] - self.base]
+        keep = proxies >= 0
+        return History(proxies[keep], history.weights[keep])
+
+    def seen_live(self, raw: bytes) -> np.ndarray:
+        """Live indices of the live items in a seen set (app.store.seen)."""
+        if not self.ids or not raw:
+            return NO_ITEMS
+        tags = self._cache.get("tags")
+        if tags is None:
+            tags = TagIndex(self.ids)
+            self._cache["tags"] = tags
+        assert isinstance(tags, TagIndex)
+        return tags.indices(raw) + self.base
+
+    @property
+    def _searchable(self) -> np.ndarray:
+        cached = self._cache.get("searchable")
+        if cached is None:
+            cached = np.flatnonzero(self.informed).astype(np.int64)
+            self._cache["searchable"] = cached
+        assert isinstance(cached, np.ndarray)
+        return cached
+
+    # ---- writes ------------------------------------------------------------------------
+    def apply(self, item: CatalogItem, vector: np.ndarray | None) -> None:
+        """Take one record's current state; `vector` is its text vector for this model (used
+        only for an item the model does not know)."""
+        self._cache.clear()
+        index = self.artifacts.catalog.index.get(item.item_id)
+        if index is not None:
+            catalog = self.artifacts.catalog
+            title = item.title or catalog.titles[index]
+            category = item.category or catalog.categories[index]
+            if (title, category) != (catalog.titles[index], catalog.categories[index]):
+                self.overrides[index] = (title, category)
+            else:
+                self.overrides.pop(index, None)
+        else:
+            index = self.index.get(item.item_id)
+            if index is None:
+                index = self._append(item.item_id)
+            slot = index - self.base
+            self.titles[slot], self.categories[slot] = item.title, item.category
+            if vector is not None:
+                self._vectors[slot] = vector
+                self.informed[slot] = True
+                self.proxies[slot] = self._proxy(vector)
+        if item.served:
+            self._unavailable.discard(index)
+        else:
+            self._unavailable.add(index)
+
+    def _append(self, item_id: str) -> int:
+        slot = len(self.ids)
+        if slot == len(self._vectors):
+            grown = np.zeros((max(64, 2 * slot), self.dim), dtype=np.float32)
+            grown[:slot] = self._vectors
+            self._vectors = grown
+        self.ids.append(item_id)
+        self.titles.append("")
+        self.categories.append("")
+        self.informed = np.append(self.informed, False)
+        self.proxies = np.append(self.proxies, -1)
+        index = self.base + slot
+        self.index[item_id] = index
+        return index
+
+    def _proxy(self, vector: np.ndarray) -> int:
+        """The model item nearest `vector` by cosine of the taste coordinates, or -1."""
+        taste = vector[:-1]
+        norm = float(np.linalg.norm(taste))
+        if not len(self._proxy_candidates) or norm == 0:
+            return -1
+        cosine = (self.artifacts.item_vectors[self._proxy_candidates, :-1] @ taste) / \
+            (self._proxy_norms * norm)
+        return int(self._proxy_candidates[int(np.argmax(cosine))])
+
+    @property
+    def live_bytes(self) -> int:
+        """Memory held per live item, for the docs: vector rows (with the growth slack),
+        flags and proxies; Python strings and dict entries come on top."""
+        return self._vectors.nbytes + self.informed.nbytes + self.proxies.nbytes
+
+
+def describe(item: CatalogItem) -> ItemDescription:
+    return ItemDescription(item.title, item.category, item.tags, item.description)
+
+
+def text_vectors(artifacts: ModelArtifacts,
+                 items: Sequence[CatalogItem]) -> dict[str, np.ndarray]:
+    """Blocking: the text vectors of the described items among `items` the model does not
+    know, by its text encoder (none without one)."""
+    text = artifacts.text
+    todo = [i for i in items
+            if i.item_id not in artifacts.catalog.index and describe(i)]
+    if text is None or not todo:
+        return {}
+    vectors = text.item_vectors([describe(i) for i in todo])
+    return {i.item_id: vectors[n] for n, i in enumerate(todo)}
+
+
+class Catalogue:
+    """This process's copy of the live catalogue, and a `CatalogView` per served model.
+
+    `poll()` applies the records changed since the last generation it applied (every process
+    polls every CATALOG_POLL_S, and a catalogue route polls right after its write, so the
+    writing process reads its own writes at once). While Redis is away the last state read
+    stays in force. A text vector is computed once — by the process that wrote the record,
+    for its model — and stored beside the record; a process serving another model (during or
+    after a reload) computes its own and stores it too."""
+
+    def __init__(self, store: CatalogStore) -> None:
+        self.store = store
+        self.records: dict[str, CatalogItem] = {}
+        self.generation = 0
+        self._views: dict[str, CatalogView] = {}
+        self._lock = asyncio.Lock()
+
+    def view(self, artifacts: ModelArtifacts) -> CatalogView:
+        """The view of this model; built on the spot (without computing text vectors) when
+        `prepare` has not run for it."""
+        view = self._views.get(artifacts.version)
+        if view is None:
+            view = self._register(artifacts)
+            for item in self.records.values():
+                view.apply(item, item.item_vector(view.version))
+            view.generation = self.generation
+        return view
+
+    async def prepare(self, artifacts: ModelArtifacts) -> CatalogView:
+        """Build the view of a model about to be served, computing the text vectors it lacks
+        in a worker thread (the holder runs this before it swaps the model in)."""
+        async with self._lock:
+            missing = [r for r in self.records.values()
+                       if r.item_id not in artifacts.catalog.index
+                       and r.item_vector(artifacts.version) is None]
+            fresh = await asyncio.to_thread(text_vectors, artifacts, missing)
+            await self._save_quietly(artifacts.version, missing, fresh)
+            view = self._register(artifacts)
+            for item in self.records.values():
+                vector = fresh.get(item.item_id)
+                view.apply(item, vector if vector is not None
+                           else item.item_vector(view.version))
+            view.generation = self.generation
+            return view
+
+    async def poll(self) -> int:
+        """Apply every change since the last poll; returns how many records changed. Store
+        errors propagate (the caller retries on its next poll)."""
+        changed = 0
+        async with self._lock:
+            while True:
+                items, generation = await self.store.changes(self.generation, CHANGES_PAGE)
+                if not items:
+                    return changed
+                for view in list(self._views.values()):
+                    missing = [i for i in items if i.item_vector(view.version) is None
+                               and i.item_id not in view.artifacts.catalog.index]
+                    fresh = (await asyncio.to_thread(text_vectors, view.artifacts, missing)
+                             if missing else {})
+                    await self._save_quietly(view.version, missing, fresh)
+                    for item in items:
+                        vector = fresh.get(item.item_id)
+                        view.apply(item, vector if vector is not None
+                                   else item.item_vector(view.version))
+                    view.generation = generation
+                for item in items:
+                    self.records[item.item_id] = item
+                self.generation = generation
+                changed += len(items)
+
+    def _register(self, artifacts: ModelArtifacts) -> CatalogView:
+        view = CatalogView(artifacts)
+        self._views[artifacts.version] = view
+        while len(self._views) > KEPT_VIEWS:  # the served model's and the one being swapped in
+            del self._views[next(iter(self._views))]
+        return view
+
+    async def _save_quietly(self, version: str, items: Sequence[CatalogItem],
+                            vectors: dict[str, np.ndarray]) -> None:
+        """Share computed vectors with the other processes; a failure only costs them the
+        computation."""
+        raw = {i.item_id: encode_vector(vectors[i.item_id], version, i.text_digest())
+               for i in items if i.item_id in vectors}
+        try:
+            await self.store.save_vectors(raw)
+        except STORE_ERRORS as exc:
+            log.info("text vector write failed: %s", type(exc).__name__)
