@@ -25,7 +25,7 @@ from app import __version__
 from app.api.contract import publish_event_types
 from app.api.deps import AppState
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import admin, events, items, ops, recommend, ui, users
+from app.api.routes import admin, events, items, ops, recommend, similar, ui, users
 from app.config import Settings
 from app.metrics import Metrics
 from app.serving.artifacts import ArtifactError
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          description="Social recommendations: your taste, blended with your "
                                      "friends'.",
                          swagger_ui_parameters={"validatorUrl": None})
-    for module in (recommend, events, users, items, ops):
+    for module in (recommend, similar, events, users, items, ops):
         app.include_router(module.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)

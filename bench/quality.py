@@ -3,6 +3,8 @@
 baselines trained in the same run, scored by the same metric code over the same test users.
 
     bench/quality [--data data/lastfm-split] [--artifacts DIR] [--no-docs] [--report DIR]
+    bench/quality --similar [...]      similar items (bench/similar.py)
+    bench/quality --cold-items SPLIT   new products (bench/coldstart.py)
 
 Trains socialrec's model with its default (validation-tuned) config on train.csv, evaluates it
 with app.offline.evaluate.evaluate (ONNX encoder → blend → FAISS → rerank, train items
@@ -281,7 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-items", type=Path, default=None, metavar="SPLIT_DIR",
                         help="instead: the new-product benchmark (bench/coldstart.py) on a "
                              "split written by `socialrec split --cold-items`")
+    parser.add_argument("--similar", action="store_true",
+                        help="instead: the similar-items benchmark (bench/similar.py)")
     args = parser.parse_args(argv)
+    if args.similar:
+        from bench import similar
+
+        result = similar.run(args.data.resolve(), args.artifacts, args.trained)
+        publish(similar.section(result, machine(QUALITY_LIBS), command_line("quality", argv)),
+                "similar", args.docs, similar.BEGIN, similar.END, args.no_docs)
+        return 0
     if args.cold_items is not None:
         from bench import coldstart
 

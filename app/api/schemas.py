@@ -25,7 +25,8 @@ Line = Annotated[str, StringConstraints(pattern=r"^[^\r\n]*$")]
 
 
 class Reason(BaseModel):
-    kind: Literal["friends_engaged", "friends_taste", "similar_to_history", "popular"]
+    kind: Literal["friends_engaged", "friends_taste", "similar_to_history", "similar_to_item",
+                  "popular"]
     friends: list[str] | None = Field(
         None, description="friends_engaged: the friends (SOCIALREC_REASON_FRIEND_IDS=true)")
     friend_count: int | None = Field(
@@ -44,6 +45,13 @@ class Recommendations(BaseModel):
     user_id: str
     model_version: str
     strategy: Literal["personal_social", "personal", "social_cold_start", "popular"]
+    degraded: bool
+    items: list[RecommendedItem]
+
+
+class SimilarItems(BaseModel):
+    item_id: str
+    model_version: str
     degraded: bool
     items: list[RecommendedItem]
 

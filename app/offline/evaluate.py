@@ -151,6 +151,46 @@ def rank_within(recommender: Recommender, data: Dataset, test: dict[int, set[int
     return out
 
 
+def similar_queries(data: Dataset, users: Iterable[int],
+                    seed: int = TRUNCATION_SEED) -> dict[int, int]:
+    """Each user's query item for the similar-items protocol: one of their train items, the
+    seeded choice of the truncated-history protocol at n = 1."""
+    return {u: h[0][0] for u, h in truncate(data.histories, users, 1, seed).items() if h}
+
+
+def rank_similar(recommender: Recommender, data: Dataset, test: dict[int, set[int]], k: int,
+                 queries: dict[int, int],
+                 states: dict[int, UserState] | None = None) -> list[UserRanking]:
+    """The similar items of each user's query item (`Recommender.similar`, the code of
+    GET /items/{id}/similar), all the user's train items excluded; personalised for the user
+    when `states` has them."""
+    vectors = recommender.artifacts.item_vectors
+    out = []
+    for u, relevant in test.items():
+        seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
+        item = queries[u]
+        ranked = recommender.similar(vectors[item], Query(k=k, exclude=seen),
+                                     None if states is None else states[u], item=item)
+        out.append(UserRanking(u, [s.item for s in ranked], relevant))
+    return out
+
+
+def evaluate_similar(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
+                     ks: tuple[int, ...] = (10, 20),
+                     states: dict[int, UserState] | None = None) -> dict[str, Any]:
+    """Similar items on a split: for every test user, the neighbours of one of their train items
+    (seeded) scored against their test items — without the user (`item`) and personalised
+    (`user`)."""
+    test = {u: items for u, items in test.items() if items and data.histories[u]}
+    queries = similar_queries(data, test)
+    states = states or user_states(recommender, data, test)
+    return {"users": len(test),
+            "item": metrics_at(rank_similar(recommender, data, test, max(ks), queries), ks,
+                               data.n_items),
+            "user": metrics_at(rank_similar(recommender, data, test, max(ks), queries, states),
+                               ks, data.n_items)}
+
+
 def evaluate(recommender: Recommender, data: Dataset, test: dict[int, set[int]],
              ks: tuple[int, ...] = (10, 20), progress: bool = True,
              curve_ks: tuple[int, ...] = (),

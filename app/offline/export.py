@@ -28,6 +28,7 @@ from app.serving.artifacts import (
     IndexInfo,
     Manifest,
     RerankParams,
+    SimilarParams,
 )
 from app.serving.text import TextEncoderInfo
 
@@ -206,11 +207,13 @@ def export_artifacts(out_dir: Path, *, data: Dataset, item_vectors: np.ndarray,
                      metrics: dict[str, float], flat_max_items: int = FLAT_MAX_ITEMS,
                      queries: np.ndarray | None = None,
                      write_text: Callable[[Path], TextEncoderInfo] | None = None,
-                     vector_sources: Sequence[str] | None = None) -> Manifest:
+                     vector_sources: Sequence[str] | None = None,
+                     similar: SimilarParams | None = None) -> Manifest:
     """`write_encoder(folder)` writes the ONNX file(s) and returns the file name to load;
     `queries` (user vectors) tune an approximate index (see build_index); `write_text(folder)`
     writes the item text encoder's files and returns their manifest section;
-    `vector_sources` says, per item, where its vector came from ("model", "text", "none")."""
+    `vector_sources` says, per item, where its vector came from ("model", "text", "none");
+    `similar`: the similar-items parameters (defaults without)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -223,14 +226,17 @@ def export_artifacts(out_dir: Path, *, data: Dataset, item_vectors: np.ndarray,
         json.dumps(item_records(data, vector_sources), ensure_ascii=False), encoding="utf-8")
     np.save(tmp / "popularity.npy", item_counts(data.histories, data.n_items),
             allow_pickle=False)
+    similar = similar or SimilarParams()
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_version=_model_version(tmp, blend.model_dump_json() + rerank.model_dump_json()
-                                     + "".join(b.model_dump_json() for b in bands)),
+                                     + "".join(b.model_dump_json() for b in bands)
+                                     + similar.model_dump_json()),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         embedding_dim=int(item_vectors.shape[1]), item_count=int(item_vectors.shape[0]),
         max_history=max_history, training_data_fingerprint=data_fingerprint,
-        encoder_file=encoder_file, index=info, blend=blend, rerank=rerank, bands=bands,
+        encoder_file=encoder_file, index=info, blend=blend, rerank=rerank, similar=similar,
+        bands=bands,
         event_weights=event_weights, model=model_info, metrics=metrics, text=text,
     )
     (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")

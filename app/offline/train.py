@@ -16,7 +16,10 @@ Steps (test.csv is never read):
    shorter than one from fifty, so one set of weights for everyone was chosen by the long
    histories and wrong for the short ones (docs/BENCHMARKS.md);
 4. each band's match weight of the rerank is chosen by a grid search through the real
-   `Recommender` over the validation model's exported artifacts, on that band's users;
+   `Recommender` over the validation model's exported artifacts, on that band's users; then
+   the similar-items parameters (app/serving/similar.py) the same way: for each validation
+   user the neighbours of one of their kept items (seeded) are scored against their held-out
+   items, first without the user (the popularity weight), then personalised (the user weight);
 5. ALS is refitted on all training pairs with the chosen iterations, the bands are kept, and
    the artifacts are exported with the validation metrics in the manifest. Refitting was
    measured with a nested split on lastfm-split: item factors from 80 % instead of 64 % of
@@ -43,7 +46,15 @@ from tqdm import tqdm
 
 from app.config import DEFAULT_EVENT_WEIGHTS
 from app.offline.dataset import Dataset, interactions_file, item_counts, load_dataset
-from app.offline.evaluate import UserRanking, metrics_at, rank_users, truncate, user_states
+from app.offline.evaluate import (
+    UserRanking,
+    metrics_at,
+    rank_similar,
+    rank_users,
+    similar_queries,
+    truncate,
+    user_states,
+)
 from app.offline.export import default_kind, export_artifacts, fingerprint
 from app.offline.model import (
     ENCODER_FILE,
@@ -62,6 +73,7 @@ from app.serving.artifacts import (
     Manifest,
     ModelArtifacts,
     RerankParams,
+    SimilarParams,
     band_for,
 )
 from app.serving.pipeline import Recommender, UserState
@@ -100,6 +112,9 @@ class TrainConfig:
     band_popularity_grid: str = "-0.4,-0.2,-0.1,0,0.1"
     band_social_grid: str = "0,0.03"
     min_rerank_gain: float = 0.001  # a non-zero match weight must beat zero by this much
+    # similar items: grids of the neighbour search's popularity weight and of the user weight
+    similar_popularity_weights: str = "0,0.1,0.2,0.4,0.8,1.6"
+    similar_user_weights: str = "0,0.5,1,2,4,8"
     history_bands: str = "0,1,2,3,5,10,20"  # first known-history length of each band
     max_band_users: int = 800  # validation users per band (seeded sample)
     min_band_users: int = 10  # fewer: the band takes the shorter band's weights
@@ -454,6 +469,51 @@ def _match_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
     return bands, metrics
 
 
+def _similar_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
+                  bands: list[HistoryBand], cfg: TrainConfig,
+                  bar: tqdm[Any]) -> tuple[SimilarParams, dict[str, float]]:
+    """The similar-items parameters by grid search through the real Recommender on the
+    validation model: the popularity weight on the lists without the user, then the user
+    weight on the personalised ones (Recall@20 + NDCG@20 of the held-out items)."""
+    artifacts = ModelArtifacts.load(folder)
+    users = sorted(u for u in held if data.histories[u])
+    if len(users) > cfg.max_band_users:
+        rng = np.random.default_rng(cfg.seed)
+        users = sorted(rng.choice(users, cfg.max_band_users, replace=False).tolist())
+    test = {u: held[u] for u in users}
+    queries = similar_queries(data, test, cfg.seed)
+
+    def recommender(params: SimilarParams) -> Recommender:
+        manifest = artifacts.manifest.model_copy(update={"bands": bands, "similar": params})
+        return Recommender(dataclasses.replace(artifacts, manifest=manifest))
+
+    def run(params: SimilarParams, states: dict[int, UserState] | None) -> dict[str, float]:
+        m = metrics_at(rank_similar(recommender(params), data, test, 20, queries, states),
+                       (20,), data.n_items)
+        bar.update(1)
+        bar.set_postfix(stage="similar", popularity=params.popularity_weight,
+                        user=params.user_weight)
+        return m
+
+    def gain(m: dict[str, float]) -> float:
+        return m["recall@20"] + m["ndcg@20"]
+
+    params = SimilarParams(candidates=cfg.candidates)
+    alone = {w: run(params.model_copy(update={"popularity_weight": w}), None)
+             for w in _floats(cfg.similar_popularity_weights)}
+    params.popularity_weight = max(alone, key=lambda w: gain(alone[w]))
+    states = user_states(recommender(params), data, test)
+    personal = {w: run(params.model_copy(update={"user_weight": w}), states)
+                for w in _floats(cfg.similar_user_weights)}
+    params.user_weight = max(personal, key=lambda w: gain(personal[w]))
+    metrics = {"val_similar_users": float(len(test))}
+    for name, results, w in (("item", alone, params.popularity_weight),
+                             ("user", personal, params.user_weight)):
+        metrics |= {f"val_similar_{name}_{k}": v for k, v in results[w].items()
+                    if k.startswith(("recall", "ndcg"))}
+    return params, metrics
+
+
 def _floats(spec: str) -> list[float]:
     return [float(x) for x in spec.split(",") if x.strip()] or [0.0]
 
@@ -478,7 +538,7 @@ def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, counts: np.nda
             cfg: TrainConfig, bands: list[HistoryBand], metrics: dict[str, float],
             data_fingerprint: str, info: dict[str, float | int | str],
             text: ItemText | None = None, ridge: float = 0.0,
-            label_weight: float = 0.0) -> Manifest:
+            label_weight: float = 0.0, similar: SimilarParams | None = None) -> Manifest:
     """`text`: items without training interactions get taste vectors projected from their
     text (their popularity feature stays that of an item nobody interacted with)."""
     vectors = _item_vectors(encoder.factors, counts)
@@ -501,7 +561,8 @@ def _export(out_dir: Path, data: Dataset, encoder: FoldInEncoder, counts: np.nda
         max_history=cfg.max_history, blend=BlendParams(max_friends=cfg.max_friends),
         rerank=RerankParams(candidates=cfg.candidates), bands=bands,
         event_weights=dict(DEFAULT_EVENT_WEIGHTS),
-        data_fingerprint=data_fingerprint, model_info=info, metrics=metrics, queries=queries)
+        data_fingerprint=data_fingerprint, model_info=info, metrics=metrics, queries=queries,
+        similar=similar)
 
 
 def _bands(cfg: TrainConfig) -> list[tuple[int, float]]:
@@ -543,6 +604,8 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
         validate = bool(val_users)
         ranges = _bands(cfg)
         grid_size = len(_floats(cfg.match_weights))
+        similar_grid = len(_floats(cfg.similar_popularity_weights)) + len(
+            _floats(cfg.similar_user_weights))
         counts_kept = item_counts(kept, data.n_items)
 
     # 1-2. ALS on the kept pairs, iterations chosen on validation through the served encoder.
@@ -559,6 +622,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     val_data = dataclasses.replace(data, histories=kept)
     text = ItemText.prepare(data, cfg.text_quantize) if cfg.text and has_text(data) else None
     ridge, label_weight = cfg.text_ridge, cfg.text_label_weight
+    similar = SimilarParams(candidates=cfg.candidates)
     if validate:
         metrics |= {f"val_encoder_{k}": v for k, v in fitted.scores.items()}
         # 3. per history band, the blend, priors and social weight on truncated users.
@@ -592,12 +656,14 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                     v for (_, w), v in grid.items() if w == weight)
         # 4. per band, the match weight through the real Recommender on the validation model.
         with clock("match"), tempfile.TemporaryDirectory(prefix="socialrec-val-") as tmp, \
-                _bar("match", len(ranges) * grid_size, progress) as bar:
+                _bar("match", len(ranges) * grid_size + similar_grid, progress) as bar:
             _export(Path(tmp) / "model", val_data, encoder, counts_kept, cfg, bands, {},
                     "validation", {"architecture": "als-foldin"}, text, ridge, label_weight)
             bands, val_metrics = _match_grid(Path(tmp) / "model", val_data, held, band_users,
                                              cfg, bar)
-        metrics |= val_metrics
+            similar, similar_metrics = _similar_grid(Path(tmp) / "model", val_data, held,
+                                                     bands, cfg, bar)
+        metrics |= val_metrics | similar_metrics
     # 5. refit on everything with the chosen iterations; keep the chosen serving weights.
     if cfg.refit_full:
         with clock("refit"), _bar("refit", fitted.iterations, progress) as bar:
@@ -623,7 +689,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
     with clock("export"):
         manifest = _export(out_dir, data, encoder, counts, cfg, bands, metrics,
-                           fingerprint(read), info, text, ridge, label_weight)
+                           fingerprint(read), info, text, ridge, label_weight, similar)
     log.info("trained %s in %.1f s: %s", manifest.model_version, metrics["train_seconds"],
              metrics)
     return manifest

@@ -53,6 +53,16 @@ class RerankParams(BaseModel):
     candidates: int = Field(200, ge=1)
 
 
+class SimilarParams(BaseModel):
+    """Similar items (app/serving/similar.py): how many neighbours of the item are ordered, the
+    popularity weight of the neighbour search, and how much a user's own /recommend score
+    weighs against the similarity when the list is personalised. Chosen on validation."""
+
+    candidates: int = Field(200, ge=1)
+    popularity_weight: float = 0.0
+    user_weight: float = 0.0
+
+
 class HistoryBand(BaseModel):
     """Serving weights for users with at least `min_items` known items (up to the next band's
     `min_items`): how much to trust a taste folded in from that many items against the
@@ -99,6 +109,7 @@ class Manifest(BaseModel):
     index: IndexInfo = Field(default_factory=IndexInfo)
     blend: BlendParams = Field(default_factory=BlendParams)
     rerank: RerankParams = Field(default_factory=RerankParams)
+    similar: SimilarParams = Field(default_factory=SimilarParams)
     bands: list[HistoryBand] = Field(default_factory=lambda: [HistoryBand()], min_length=1)
     event_weights: dict[str, float] = Field(default_factory=dict)
     model: dict[str, float | int | str] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, History
-from app.serving.pipeline import Friends, Query, Recommendation, Recommender, UserState
+from app.serving.pipeline import Friends, Query, Recommendation, Recommender, Scored, UserState
 from app.serving.popular import Popularity
 from app.store.redis_store import STORE_ERRORS, RedisStore, VectorState, decode_history
 
@@ -36,6 +36,26 @@ class Request:
     exclude: tuple[str, ...] = ()
     categories: frozenset[str] = frozenset()
     social: bool = True  # False: the pipeline's no-social ablation, for side-by-side comparison
+
+
+@dataclass(frozen=True)
+class SimilarRequest:
+    item_id: str
+    k: int = 20
+    user_id: str | None = None  # personalise for this user
+    exclude: tuple[str, ...] = ()
+    categories: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SimilarServed:
+    items: list[Scored]
+    model_version: str
+    degraded: bool
+
+
+class UnknownItem(LookupError):
+    """Nothing describes the item: neither the model nor the live catalogue knows it."""
 
 
 def known_history(rec: Recommender, history: Sequence[tuple[str, float]],
@@ -74,6 +94,35 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
                       rec.version, True)
     return Served(rec.recommend(state, query, social=req.social, popular=popular,
                                 catalog=catalog), rec.version, False)
+
+
+async def similar(rec: Recommender, store: RedisStore, req: SimilarRequest,
+                  popular: Popularity | None = None,
+                  catalog: CatalogView | None = None) -> SimilarServed:
+    """Items similar to `req.item_id` (a model item, or a live one by its text vector);
+    personalised when `req.user_id` is given and the user's state can be read (else degraded:
+    the same list without the user)."""
+    lookup = rec.artifacts.catalog.index.get if catalog is None else catalog.lookup
+    item = lookup(req.item_id)
+    if item is None:
+        raise UnknownItem(req.item_id)
+    vector = (rec.artifacts.item_vectors[item] if catalog is None
+              else catalog.vectors(np.asarray([item], dtype=np.int64))[0])
+    query = Query(k=req.k, categories=req.categories,
+                  exclude=np.fromiter((n for i in req.exclude if (n := lookup(i)) is not None),
+                                      np.int64))
+    if req.user_id is None:
+        return SimilarServed(rec.similar(vector, query, item=item, popular=popular,
+                                         catalog=catalog), rec.version, False)
+    try:
+        state = await _user_state(rec, store, req.user_id, catalog)
+    except STORE_ERRORS as exc:
+        log.warning("store unavailable, similar items without the user: %s",
+                    type(exc).__name__)
+        return SimilarServed(rec.similar(vector, query, item=item, popular=popular,
+                                         catalog=catalog), rec.version, True)
+    return SimilarServed(rec.similar(vector, query, state, item=item, popular=popular,
+                                     catalog=catalog), rec.version, False)
 
 
 async def _user_state(rec: Recommender, store: RedisStore, user_id: str,

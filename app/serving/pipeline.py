@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from app.serving.artifacts import Manifest, ModelArtifacts
+from app.serving.artifacts import HistoryBand, Manifest, ModelArtifacts
 from app.serving.blend import blend
 from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, Encoder, History
@@ -20,6 +20,7 @@ from app.serving.filter import keep
 from app.serving.popular import Popularity
 from app.serving.rerank import rerank
 from app.serving.retrieve import retrieve
+from app.serving.similar import neighbour_query
 
 NO_ITEMS = np.zeros(0, dtype=np.int64)
 
@@ -27,11 +28,13 @@ NO_ITEMS = np.zeros(0, dtype=np.int64)
 class Basis(StrEnum):
     """Which part of an item's retrieval score carried it: the user's own history, the friends'
     taste, or the popularity prior (also every popular-fill item) — what the item's reasons
-    say, so a list made from a signal too weak to rank by is not called "similar to history"."""
+    say, so a list made from a signal too weak to rank by is not called "similar to history".
+    A similar-items neighbour is carried by the item it is close to."""
 
     HISTORY = "history"
     FRIENDS = "friends"
     POPULARITY = "popularity"
+    ITEM = "item"
 
 
 class Strategy(StrEnum):
@@ -101,6 +104,43 @@ class Recommendation:
     items: list[Scored]
 
 
+@dataclass(frozen=True)
+class _Engaged:
+    """Which friends engaged with which of `n` candidates: (candidate position, friend
+    position) pairs in friend order (Friends.engaged_with)."""
+
+    friends: Friends | None
+    n: int
+    cand: np.ndarray
+    pos: np.ndarray
+
+    @classmethod
+    def of(cls, friends: Friends | None, ids: np.ndarray) -> _Engaged:
+        if friends is None:
+            return cls(None, len(ids), NO_ITEMS, NO_ITEMS)
+        return cls(friends, len(ids), *friends.engaged_with(ids))
+
+    def ties(self) -> np.ndarray:
+        """Σ ties of the friends who engaged with each candidate, added in friend order in
+        float32 (ufunc.at is sequential): the same numbers as summing friend by friend."""
+        social = np.zeros(self.n, dtype=np.float32)
+        if self.friends is not None and len(self.cand):
+            np.add.at(social, self.cand, self.friends.ties[self.pos])
+        return social
+
+    def named(self, top: np.ndarray) -> dict[int, tuple[str, ...]]:
+        """Shown candidate position (`top`) → the friends who engaged, in friend order."""
+        if self.friends is None or not len(self.cand):
+            return {}
+        shown = np.zeros(self.n, dtype=bool)
+        shown[top] = True
+        hit = shown[self.cand]
+        out: dict[int, list[str]] = {}
+        for c, p in zip(self.cand[hit].tolist(), self.pos[hit].tolist(), strict=True):
+            out.setdefault(c, []).append(self.friends.ids[p])
+        return {c: tuple(names) for c, names in out.items()}
+
+
 def choose_strategy(has_history: bool, has_friends: bool) -> Strategy:
     if has_history:
         return Strategy.PERSONAL_SOCIAL if has_friends else Strategy.PERSONAL
@@ -152,18 +192,76 @@ class Recommender:
             scored += self._fill(scored, query.k, banned, allowed, popular)
         return Recommendation(strategy, scored)
 
-    def _personal(self, user: UserState, friends: Friends | None, query: Query,
-                  banned: np.ndarray, allowed: np.ndarray | None, rerank_stage: bool,
-                  catalog: CatalogView | None) -> list[Scored]:
-        m = self.manifest
-        band = m.band(len(user.history))
+    def taste(self, user: UserState, friends: Friends | None,
+              catalog: CatalogView | None = None) -> tuple[np.ndarray, np.ndarray, HistoryBand]:
+        """The user's own vector, the retrieval vector (blended with the friends' and ending in
+        the popularity weight of the user's history band) and that band."""
+        band = self.manifest.band(len(user.history))
         own = user.vector if user.vector is not None else self.encode(
             [user.history if catalog is None else catalog.encoder_history(user.history)])[0]
         vector = (own if friends is None else blend(own, friends.vectors, friends.ties,
                                                     band.friend_weight)).copy()
         vector[-1] = band.popularity_weight_alone if friends is None else \
             band.popularity_weight
-        n = max(m.rerank.candidates, query.k) + len(banned)
+        return own, vector, band
+
+    def _personal(self, user: UserState, friends: Friends | None, query: Query,
+                  banned: np.ndarray, allowed: np.ndarray | None, rerank_stage: bool,
+                  catalog: CatalogView | None) -> list[Scored]:
+        own, vector, band = self.taste(user, friends, catalog)
+        n = max(self.manifest.rerank.candidates, query.k) + len(banned)
+        ids, scores = self._candidates(vector, n, banned, allowed, catalog)
+        vectors = self._vectors(ids, catalog)
+        engaged = _Engaged.of(friends, ids)
+        if rerank_stage:
+            scores = self._rerank(vector, band, ids, vectors, scores, engaged, catalog)
+        top = np.argsort(-scores, kind="stable")[: query.k]
+        basis = self._basis(own, vector, vectors[top])
+        named = engaged.named(top)
+        return [Scored(int(ids[t]), float(scores[t]), named.get(t, ()), basis=b)
+                for t, b in zip(top.tolist(), basis, strict=True)]
+
+    def similar(self, vector: np.ndarray, query: Query, user: UserState | None = None,
+                item: int | None = None, popular: Popularity | None = None,
+                catalog: CatalogView | None = None) -> list[Scored]:
+        """Items close to the one whose item vector is `vector` (`item`: its index; never
+        returned), most similar first (app/serving/similar.py). With a `user`, their seen
+        items are excluded (as `query` says) and the neighbours are ordered with the score
+        /recommend gives each for them. Filters and the live catalogue as in `recommend`;
+        popular items fill a short list (an item without a taste vector has no neighbours)."""
+        params = self.manifest.similar
+        state = user if user is not None else UserState()
+        banned = self._banned(state, query, catalog)
+        if item is not None:
+            banned = np.union1d(banned, np.asarray([item], dtype=np.int64))
+        allowed = self._allowed(query.categories, query.within, catalog)
+        scored: list[Scored] = []
+        if np.any(vector[:-1]):
+            wanted = max(params.candidates, query.k)
+            q = neighbour_query(vector, params.popularity_weight)
+            ids, scores = self._candidates(q, wanted + len(banned), banned, allowed, catalog)
+            ids, scores = ids[:wanted], scores[:wanted]
+            friends = state.friends if state.friends is not None and state.friends.ids \
+                else None
+            engaged = _Engaged.of(friends, ids)
+            if params.user_weight and (len(state.history) or friends is not None):
+                _, taste, band = self.taste(state, friends, catalog)
+                y = self._vectors(ids, catalog)
+                personal = self._rerank(taste, band, ids, y, y @ taste, engaged, catalog)
+                scores = scores + np.float32(params.user_weight) * personal
+            top = np.argsort(-scores, kind="stable")[: query.k]
+            named = engaged.named(top)
+            scored = [Scored(int(ids[t]), float(scores[t]), named.get(t, ()), basis=Basis.ITEM)
+                      for t in top.tolist()]
+        if len(scored) < query.k:
+            scored += self._fill(scored, query.k, banned, allowed, popular)
+        return scored
+
+    def _candidates(self, vector: np.ndarray, n: int, banned: np.ndarray,
+                    allowed: np.ndarray | None,
+                    catalog: CatalogView | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`n` (ids, scores) by inner product with `vector` of the FAISS index and the
+        live side index, merged, without the banned, empty and uninformed slots."""
         scores, ids = retrieve(self.artifacts.index, vector[None, :], n,
                                allowed if catalog is None or allowed is None
                                else allowed[allowed < catalog.base])
@@ -173,31 +271,17 @@ class Recommender:
         ids, scores = ids[mask], scores[mask]
         if catalog is not None and catalog.ids:
             ids, scores = _merge_side(ids, scores, catalog, vector, n, banned, allowed)
-        vectors = (self.artifacts.item_vectors[ids] if catalog is None
-                   else catalog.vectors(ids))
-        cand, pos = friends.engaged_with(ids) if friends is not None else (NO_ITEMS, NO_ITEMS)
-        if rerank_stage:
-            # Σ ties of the friends who engaged, added in friend order in float32 (ufunc.at is
-            # sequential): the same numbers as summing friend by friend.
-            social = np.zeros(len(ids), dtype=np.float32)
-            if friends is not None and len(cand):
-                np.add.at(social, cand, friends.ties[pos])
-            norms = (self.taste_norms[ids] if catalog is None or not len(ids)
-                     or ids.max() < catalog.base
-                     else np.linalg.norm(vectors[:, :-1], axis=1))
-            scores = rerank(vector, vectors, scores, social, band, item_norms=norms)
-        top = np.argsort(-scores, kind="stable")[: query.k]
-        basis = self._basis(own, vector, vectors[top])
-        names = friends.ids if friends is not None else []
-        shown = np.zeros(len(ids), dtype=bool)
-        shown[top] = True
-        named = shown[cand]
-        engaged: dict[int, list[int]] = {}  # shown candidate → friend positions, friend order
-        for c, p in zip(cand[named].tolist(), pos[named].tolist(), strict=True):
-            engaged.setdefault(c, []).append(p)
-        return [Scored(int(ids[t]), float(scores[t]),
-                       tuple(names[p] for p in engaged.get(t, ())), basis=b)
-                for t, b in zip(top.tolist(), basis, strict=True)]
+        return ids, scores
+
+    def _vectors(self, ids: np.ndarray, catalog: CatalogView | None) -> np.ndarray:
+        return self.artifacts.item_vectors[ids] if catalog is None else catalog.vectors(ids)
+
+    def _rerank(self, vector: np.ndarray, band: HistoryBand, ids: np.ndarray,
+                vectors: np.ndarray, scores: np.ndarray, engaged: _Engaged,
+                catalog: CatalogView | None) -> np.ndarray:
+        norms = (self.taste_norms[ids] if catalog is None or not len(ids)
+                 or ids.max() < catalog.base else np.linalg.norm(vectors[:, :-1], axis=1))
+        return rerank(vector, vectors, scores, engaged.ties(), band, item_norms=norms)
 
     @staticmethod
     def _basis(own: np.ndarray, vector: np.ndarray, y: np.ndarray) -> list[Basis]:

@@ -63,7 +63,11 @@ def test_no_unavailable_item_is_served_after_the_window_by_any_worker(
         for _ in range(rng.randint(1, 6)):
             user = rng.choice(users)
             sent = time.monotonic()
-            body = fresh("GET", f"{server.url}/recommend/{user}?k=20").json()
+            # every list route: /recommend and /items/{id}/similar, with and without a user
+            path = (f"/recommend/{user}?k=20" if rng.random() < 0.5 else
+                    f"/items/{rng.choice(pool)}/similar?k=20&user_id={user}"
+                    if rng.random() < 0.5 else f"/items/{rng.choice(pool)}/similar?k=20")
+            body = fresh("GET", server.url + path).json()
             for shown in (i["item_id"] for i in body["items"]):
                 history = changes.get(shown, [])
                 settled = [s for t, s in history if t <= sent - WINDOW_S]

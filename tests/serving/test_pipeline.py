@@ -353,3 +353,73 @@ def test_basis_names_the_part_of_the_score_that_carried_each_item(toy: Recommend
     assert basis[1] is Basis.FRIENDS and basis[3] is Basis.FRIENDS
     assert basis[5] is Basis.HISTORY  # own 0.5 > friends 0.15
     assert basis[4] is Basis.POPULARITY  # nothing positive carries it
+
+
+# --- similar items ---------------------------------------------------------------------------
+
+def _with_similar(rec: Recommender, **params: float) -> Recommender:
+    similar = rec.manifest.similar.model_copy(update=params)
+    manifest = rec.manifest.model_copy(update={"similar": similar})
+    return Recommender(dataclasses.replace(rec.artifacts, manifest=manifest))
+
+
+def _similar(rec: Recommender, item: int, query: Query,
+             user: UserState | None = None) -> list[int]:
+    return [s.item for s in rec.similar(VECTORS[item], query, user, item=item)]
+
+
+def test_similar_items_are_the_neighbours_by_taste_direction(toy: Recommender) -> None:
+    items = toy.similar(VECTORS[0] * 3, Query(k=4), item=0)  # the norm does not matter
+    # i0 = [1, 0]: i1 0.8, i2 0.6, i5 0.5, i3 0, i4 −1; the item itself is never returned
+    assert [s.item for s in items] == [1, 2, 5, 3]
+    np.testing.assert_allclose([s.score for s in items], [0.8, 0.6, 0.5, 0.0], atol=1e-6)
+    assert all(s.basis is Basis.ITEM and not s.popular and not s.friends for s in items)
+
+
+def test_similar_items_popularity_weight_adds_the_popularity_coordinate(
+        tmp_path: Path) -> None:
+    vectors = VECTORS.copy()
+    vectors[:, 2] = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    rec = _with_similar(_toy(tmp_path / "model", vectors, [HistoryBand()]),
+                        popularity_weight=0.4)
+    # i5: 0.5 + 0.4 · 1 overtakes i1 0.8
+    assert [s.item for s in rec.similar(vectors[0], Query(k=2), item=0)] == [5, 1]
+
+
+def test_similar_items_filters_like_recommend(toy: Recommender) -> None:
+    assert _similar(toy, 0, Query(k=3, exclude=np.array([1]))) == [2, 5, 3]
+    assert _similar(toy, 0, Query(k=3, categories=frozenset({"b"}))) == [2, 5, 3]
+    # the user's seen items (bob: i3, i2) go; without a user nothing is "seen"
+    bob = UserState(history=History.of(HISTORIES["bob"]))
+    assert _similar(toy, 0, Query(k=3), bob) == [1, 5, 4]
+
+
+def test_similar_items_for_a_user_are_ordered_with_their_taste_and_friends(
+        toy: Recommender) -> None:
+    rec = _with_similar(toy, user_weight=1.0)
+    alice = _state(rec, "alice")  # [1, 0] + 0.5 · bob [0.6, 2.8] = [1.3, 1.4]; i0 seen
+    # neighbours of i3 = [0, 1]: i2 0.8, i1 0.6, i5 0, i4 0; + alice's /recommend score
+    # i2 1.9, i1 1.88, i5 0.65, i4 −1.3
+    items = rec.similar(VECTORS[3], Query(k=4), alice, item=3)
+    assert [s.item for s in items] == [2, 1, 5, 4]
+    np.testing.assert_allclose([s.score for s in items], [2.7, 2.48, 0.65, -1.3], atol=1e-5)
+    assert {s.item: s.friends for s in items} == {2: ("bob",), 1: (), 5: (), 4: ()}
+    # neighbours of i5 = [0.5, 0]: i1 0.8, i2 0.6, i3 0 (+ 1.88, 1.9, 1.4 for alice); social
+    # proof counts as in /recommend: bob engaged with i2 and i3, + 10 · ln 2 each
+    assert _similar(rec, 5, Query(k=3), alice) == [1, 2, 3]
+    boosted = _with_similar(_with_bands(toy, HistoryBand(friend_weight=0.5, social_weight=10.0)),
+                            user_weight=1.0)
+    assert _similar(boosted, 5, Query(k=3), _state(boosted, "alice")) == [2, 3, 1]
+    # user_weight 0: the user only removes what they saw
+    assert _similar(toy, 3, Query(k=3), alice) == [2, 1, 5]
+
+
+def test_similar_items_fill_from_popularity_when_neighbours_run_out(tmp_path: Path) -> None:
+    vectors = VECTORS.copy()
+    vectors[5] = 0.0  # i5: nothing known, so no neighbours
+    rec = _toy(tmp_path / "model", vectors, [HistoryBand()])
+    items = rec.similar(vectors[5], Query(k=3), item=5)
+    assert [s.item for s in items] == POPULAR[:3] and all(s.popular for s in items)
+    # a neighbour list shorter than k (a narrow category) ends with popular items
+    short = rec.similar(vectors[0], Query(k=3, categories=frozenset({"a"})), item=0)
+    assert [s.item for s in short] == [1, 4] and not short[0].popular

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import StateDep
+from app.api.render import item_body
 from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
-from app.serving.catalog import CatalogView
-from app.serving.pipeline import Basis, Scored, Strategy
+from app.serving.pipeline import Strategy
 
 router = APIRouter(tags=["recommend"])
 
@@ -64,35 +64,6 @@ async def recommend(
     # cost more than the rest of the response path.
     body = {"user_id": user_id, "model_version": served.model_version,
             "strategy": rec.strategy.value, "degraded": served.degraded,
-            "items": [_item(catalog, s, rec.strategy, explain,
-                            state.settings.reason_friend_ids) for s in rec.items]}
+            "items": [item_body(catalog, s, explain, state.settings.reason_friend_ids,
+                                personal=rec.strategy in PERSONAL) for s in rec.items]}
     return Response(orjson.dumps(body), media_type="application/json")
-
-
-def _item(catalog: CatalogView, s: Scored, strategy: Strategy, explain: bool,
-          friend_ids: bool) -> dict[str, Any]:
-    item_id, title, category = catalog.describe(s.item)
-    item: dict[str, Any] = {"item_id": item_id, "score": round(s.score, 6)}
-    if title:
-        item["title"] = title
-    if category:
-        item["category"] = category
-    if explain:
-        item["reasons"] = _reasons(s, strategy, friend_ids)
-    return item
-
-
-def _reasons(s: Scored, strategy: Strategy, friend_ids: bool) -> list[dict[str, Any]]:
-    reasons: list[dict[str, Any]] = []
-    if s.friends:
-        engaged: dict[str, Any] = {"kind": "friends_engaged", "friend_count": len(s.friends)}
-        if friend_ids:
-            engaged["friends"] = list(s.friends)
-        reasons.append(engaged)
-    if s.popular or s.basis is Basis.POPULARITY:
-        reasons.append({"kind": "popular"})
-    elif s.basis is Basis.HISTORY and strategy in PERSONAL:
-        reasons.append({"kind": "similar_to_history"})
-    elif s.basis is Basis.FRIENDS and not s.friends:
-        reasons.append({"kind": "friends_taste"})
-    return reasons
