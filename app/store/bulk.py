@@ -1,5 +1,6 @@
-"""Blocking Redis access for the offline commands: bulk-writing users (`socialrec load`) and
-reading the event log back (`socialrec events-export`)."""
+"""Blocking Redis access for the offline commands: bulk-writing users (`socialrec load`),
+reading the event log back (`socialrec events-export`) and the model reload notice
+(`socialrec retrain`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from app.store.keys import Keys
-from app.store.redis_store import StoreSettings, history_entry
+from app.store.redis_store import ReloadNotice, StoreSettings, history_entry, reload_notice
+from app.store.scripts import PUBLISH_RELOAD
 from app.store.seen import item_tag
 
 LOG_PAGE = 5000
@@ -79,3 +81,15 @@ def read_log(client: redis.Redis | RedisCluster, keys: Keys) -> Iterator[list[di
                           client.xrange(keys.events, min=last, max="+", count=LOG_PAGE)):
         yield [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
         last = "(" + entries[-1][0].decode()
+
+
+def last_reload(client: redis.Redis | RedisCluster, keys: Keys) -> ReloadNotice:
+    """The last model reload an API process accepted (generation 0: none yet)."""
+    return reload_notice(cast("dict[bytes, bytes]", client.hgetall(keys.reload)))
+
+
+def announce_reload(client: redis.Redis | RedisCluster, keys: Keys, version: str,
+                    origin: str) -> int:
+    """Announce a model version to every API process, as `/admin/reload` does; returns the
+    new generation. Each process loads its artifact folder and swaps when it holds `version`."""
+    return int(cast("int", client.eval(PUBLISH_RELOAD, 1, keys.reload, version, origin)))
