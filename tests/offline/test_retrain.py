@@ -261,3 +261,24 @@ async def test_retrain_refuses_a_model_trained_on_a_broken_export(
         finally:
             client.close()
         assert await served_version(api) == old
+
+
+def test_a_reload_that_cannot_be_made_puts_current_back(tmp_path: Path) -> None:
+    from app.offline.retrain import RetrainOptions, publish
+    from app.tools.local_redis import free_port
+
+    root = tmp_path / "root"
+    served = root / VERSIONS / "20000101T000000Z-m-old"
+    served.mkdir(parents=True)
+    point_current(root, served)
+    staged = tmp_path / "work" / "model"
+    staged.mkdir(parents=True)
+    options = RetrainOptions(data_dir=tmp_path, artifacts_root=root,
+                             reload_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    settings = Settings(admin_token=ADMIN_TOKEN)
+    out = publish(root, staged, "m-new", served, options, None, Keys("unused"), settings, {})
+    assert out["status"] == "reload_failed" and "refused" in out["reload"]["error"]
+    assert (root / CURRENT).resolve() == served.resolve()
+    kept = Path(out["folder"])  # published, not served: the operator may point at it later
+    assert kept.parent == root / VERSIONS and kept.name.endswith("-m-new")
+    assert json.loads((kept / "retrain.json").read_text())["status"] == "reload_failed"
