@@ -130,6 +130,33 @@ def _delete_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from app.offline.retrain import Gate, RetrainOptions, retrain, summary
+    from app.offline.train import TrainConfig
+
+    report_path = Path(args.report) if args.report else None
+    if report_path is not None and not report_path.parent.is_dir():
+        raise NotADirectoryError(f"--report {report_path}: {report_path.parent} is not a folder")
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    gate = Gate(metric=args.metric, tolerance=args.tolerance, min_quality=args.min_quality)
+    report = retrain(RetrainOptions(
+        data_dir=Path(args.data), artifacts_root=Path(args.artifacts_root),
+        redis_url=args.redis_url, holdout=args.holdout, gate=gate,
+        erased_users=Path(args.erased_users) if args.erased_users else None,
+        reload_url=args.reload_url, keep=args.keep, train=TrainConfig(**overrides),
+        progress=sys.stderr.isatty() if args.progress is None else args.progress))
+    if report_path is not None:
+        report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    line = summary(report)
+    if report["status"] == "promoted":
+        print(line)
+        return 0
+    # the old model serves on: a scheduler must see the run as failed
+    print(f"error: {line}", file=sys.stderr)
+    return 1
+
+
 def _serve(args: argparse.Namespace) -> int:
     # Before faiss is imported anywhere, and inherited by every worker: single FAISS queries
     # are many times slower with several OpenMP threads.
@@ -224,6 +251,35 @@ def _redis_url(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _retrain_flags(parser: argparse.ArgumentParser, with_train_flags: bool) -> None:
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="the base dataset (docs/DATA.md) the live log is merged into")
+    parser.add_argument("--artifacts-root", required=True, metavar="DIR",
+                        help="holds versions/ and the `current` link the service loads")
+    parser.add_argument("--holdout", type=float, default=0.1,
+                        help="most recent share of the events held out to compare the models "
+                             "(default 0.1)")
+    parser.add_argument("--metric", default="ndcg@20",
+                        help="what the models are compared on (default ndcg@20)")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="the new model may score this share below the served one "
+                             "(default 0.02)")
+    parser.add_argument("--min-quality", type=float, default=None,
+                        help="and must score at least this (default: no floor)")
+    parser.add_argument("--erased-users", metavar="FILE",
+                        help="user ids (one a line) whose rows are dropped from the base data")
+    parser.add_argument("--reload-url", metavar="URL",
+                        help="ask an API process (URL/admin/reload, SOCIALREC_ADMIN_TOKEN) "
+                             "instead of announcing the reload in Redis")
+    parser.add_argument("--keep", type=int, default=3,
+                        help="version folders kept, the served one included (default 3)")
+    parser.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: when stderr is a terminal)")
+    if with_train_flags:
+        _add_train_flags(parser)
+
+
 def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="socialrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +292,8 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
         ("events-export", "write the durable event log as dataset CSVs", _events_export),
         ("delete-user", "erase everything held about one user (like DELETE /users/ID)",
          _delete_user),
+        ("retrain", "export, merge, train, and promote the new model only if it is not worse "
+                    "than the served one", _retrain),
         ("serve", "run the HTTP service", _serve),
     ]
     p = {name: sub.add_parser(name, help=text) for name, text, _ in commands}
@@ -266,7 +324,8 @@ def build_parser(with_train_flags: bool = True) -> argparse.ArgumentParser:
     p["evaluate"].add_argument("--report", metavar="DIR",
                                help="also write DIR/report.html: the report with plots, "
                                     "self-contained (needs matplotlib)")
-    for name in ("load", "events-export", "delete-user"):
+    _retrain_flags(p["retrain"], with_train_flags)
+    for name in ("load", "events-export", "delete-user", "retrain"):
         p[name].add_argument("--redis-url", default=None, type=_redis_url,
                              help="default: SOCIALREC_REDIS_URL or redis://127.0.0.1:6379/0")
     p["load"].add_argument("artifact_dir")
@@ -285,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Training flags need the training extra; every other command works without PyTorch.
-    args = build_parser(with_train_flags=bool(argv) and argv[0] == "train").parse_args(argv)
+    args = build_parser(with_train_flags=bool(argv) and argv[0] in ("train", "retrain")
+                        ).parse_args(argv)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
@@ -309,6 +369,7 @@ def ordinary_error(exc: Exception) -> str | None:
 
     from app.offline.dataset import DataError
     from app.offline.erase import UserIdError
+    from app.offline.retrain import RetrainError
     from app.serving.artifacts import ArtifactError
 
     if isinstance(exc, ValidationError) and exc.title == "Settings":
@@ -317,7 +378,7 @@ def ordinary_error(exc: Exception) -> str | None:
         return f"invalid settings: {exc}"
     if isinstance(exc, RedisError):  # not a subclass of the builtin ConnectionError
         return f"Redis: {exc}"
-    if isinstance(exc, DataError | ArtifactError | OSError | UserIdError):
+    if isinstance(exc, DataError | ArtifactError | OSError | UserIdError | RetrainError):
         return str(exc)
     return None
 

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from app.cli import main
 from app.tools.local_redis import free_port
 from tests.support.processes import DEMO, run_module
 
@@ -78,3 +79,24 @@ def test_serve_with_a_missing_artifact_folder_is_one_line(tmp_path) -> None:
     result = run_module("app.cli", "serve", "--port", str(free_port()),
                         SOCIALREC_ARTIFACTS=str(tmp_path / "missing"))
     assert "manifest.json" in one_error_line(result)
+
+
+@pytest.mark.parametrize(("setup", "flags", "named"), [
+    ("", ["--data", "missing-folder"], "--data"),
+    ("", ["--metric", "mrr@10"], "--metric"),
+    ("", ["--holdout", "1.5"], "--holdout"),
+    ("current-folder", [], "not a link"),
+    ("", [], "Redis"),  # nothing listens on the port of --redis-url
+])
+def test_retrain_problems_are_one_line_and_change_nothing(
+        tmp_path, capsys: pytest.CaptureFixture[str], setup: str, flags: list[str],
+        named: str) -> None:
+    # In this process: a child would spend most of its time importing PyTorch for the flags.
+    root = tmp_path / "root"
+    if setup == "current-folder":
+        (root / "current").mkdir(parents=True)  # a hand-made folder where the link belongs
+    code = main(["retrain", "--data", str(DEMO / "data"), "--artifacts-root", str(root),
+                 "--redis-url", f"redis://127.0.0.1:{free_port()}/0", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and named in err[0]
+    assert not (root / "versions").exists()

@@ -251,6 +251,15 @@ def build_histories(rows: Iterable[InteractionRow], users: IdMap, items: IdMap,
     return histories
 
 
+def _friend_lists(social: list[SocialRow], users: IdMap) -> list[list[tuple[int, float]]]:
+    friends: list[dict[int, float]] = [{} for _ in range(len(users))]
+    for s in social:
+        u, f = users.index[s.user_id], users.index[s.friend_id]
+        if u != f:
+            friends[u][f] = s.weight
+    return [list(f.items()) for f in friends]
+
+
 def load_dataset(folder: Path | str, type_weights: Mapping[str, float]) -> Dataset:
     """Load the training part of a dataset folder (interactions or train, social, items)."""
     folder = Path(folder)
@@ -266,13 +275,30 @@ def load_dataset(folder: Path | str, type_weights: Mapping[str, float]) -> Datas
         users.add(s.friend_id)
     histories = build_histories(rows, users, items, type_weights)
     histories.extend([] for _ in range(len(users) - len(histories)))
-    friends: list[dict[int, float]] = [{} for _ in range(len(users))]
-    for s in social:
-        u, f = users.index[s.user_id], users.index[s.friend_id]
-        if u != f:
-            friends[u][f] = s.weight
     return Dataset(users=users, items=items, histories=histories,
-                   friends=[list(f.items()) for f in friends], item_meta=meta)
+                   friends=_friend_lists(social, users), item_meta=meta)
+
+
+def load_for_catalog(folder: Path | str, catalog: list[str],
+                     type_weights: Mapping[str, float]) -> Dataset:
+    """The training part of a dataset folder as a model with this item catalogue (its ids in
+    index order) sees it: item indices are the model's, and interactions with items outside
+    it are left out of the histories. The users are those of the whole folder in the same
+    order whatever the catalogue, so two models of different catalogues are scored on the
+    same users (`socialrec retrain` compares the served model with a new one)."""
+    folder = Path(folder)
+    rows = read_interactions(interactions_file(folder))
+    social = read_social(folder / "social.csv") if (folder / "social.csv").is_file() else []
+    users, items = IdMap(), IdMap(catalog)
+    for s in social:
+        users.add(s.user_id)
+        users.add(s.friend_id)
+    for r in rows:
+        users.add(r.user_id)
+    histories = build_histories([r for r in rows if r.item_id in items.index], users, items,
+                                type_weights)
+    return Dataset(users=users, items=items, histories=histories,
+                   friends=_friend_lists(social, users))
 
 
 def load_test(folder: Path | str, dataset: Dataset) -> dict[int, set[int]]:

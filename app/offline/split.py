@@ -96,7 +96,7 @@ def _number(value: float | None) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
-def _write_rows(path: Path, rows: Iterable[InteractionRow]) -> int:
+def write_interactions(path: Path, rows: Iterable[InteractionRow]) -> int:
     count = 0
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -131,8 +131,8 @@ def split_dataset(data_dir: Path, out_dir: Path, test_fraction: float = 0.2, see
         return r.item_id in cold or (r.user_id, r.item_id) in held
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_train = _write_rows(out_dir / "train.csv", (r for r in rows if not to_test(r)))
-    n_test = _write_rows(out_dir / "test.csv", (r for r in rows if to_test(r)))
+    n_train = write_interactions(out_dir / "train.csv", (r for r in rows if not to_test(r)))
+    n_test = write_interactions(out_dir / "test.csv", (r for r in rows if to_test(r)))
     for name in COPIED:
         if (data_dir / name).is_file():
             shutil.copyfile(data_dir / name, out_dir / name)

@@ -188,6 +188,10 @@ class ModelArtifacts:
     @classmethod
     def load(cls, folder: Path | str, onnx_threads: int = 1) -> ModelArtifacts:
         folder = Path(folder)
+        if folder.is_symlink():
+            # A pointer such as `socialrec retrain`'s ROOT/current is followed once: every
+            # file then comes from one version even if the pointer moves during the load.
+            folder = folder.resolve()
         manifest = read_manifest(folder)
         try:
             session = _onnx_session(folder / manifest.encoder_file, onnx_threads)

@@ -1,5 +1,6 @@
-"""Blocking Redis access for the offline commands: bulk-writing users (`socialrec load`) and
-reading the event log back (`socialrec events-export`)."""
+"""Blocking Redis access for the offline commands: bulk-writing users (`socialrec load`),
+reading the event log and the live catalogue back (`socialrec events-export`) and the model
+reload notice (`socialrec retrain`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from redis.cluster import RedisCluster
 
 from app.store.catalog import CatalogItem, parse_item, whole_generations
 from app.store.keys import Keys
-from app.store.redis_store import StoreSettings, history_entry
+from app.store.redis_store import ReloadNotice, StoreSettings, history_entry, reload_notice
+from app.store.scripts import PUBLISH_RELOAD
 from app.store.seen import item_tag
 
 LOG_PAGE = 5000
@@ -99,3 +101,15 @@ def read_catalogue(client: redis.Redis | RedisCluster, keys: Keys) -> Iterator[C
         for (item_id, _), raw in zip(entries, pipe.execute(), strict=True):
             if (item := parse_item(item_id, raw)) is not None:
                 yield item
+
+
+def last_reload(client: redis.Redis | RedisCluster, keys: Keys) -> ReloadNotice:
+    """The last model reload an API process accepted (generation 0: none yet)."""
+    return reload_notice(cast("dict[bytes, bytes]", client.hgetall(keys.reload)))
+
+
+def announce_reload(client: redis.Redis | RedisCluster, keys: Keys, version: str,
+                    origin: str) -> int:
+    """Announce a model version to every API process, as `/admin/reload` does; returns the
+    new generation. Each process loads its artifact folder and swaps when it holds `version`."""
+    return int(cast("int", client.eval(PUBLISH_RELOAD, 1, keys.reload, version, origin)))

@@ -87,6 +87,15 @@ class ReloadNotice:
     origin: str = ""
 
 
+def reload_notice(raw: Mapping[Any, Any]) -> ReloadNotice:
+    """The notice as stored in the reload HASH (app.store.keys `reload`)."""
+    fields = {_s(k): _s(v) for k, v in raw.items()}
+    if "generation" not in fields:
+        return ReloadNotice(0)
+    return ReloadNotice(int(fields["generation"]), fields.get("version", ""),
+                        fields.get("origin", ""))
+
+
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     history: list[tuple[str, float]]  # (item_id, weight), most recent first
@@ -476,11 +485,7 @@ class RedisStore:
         return int(await self.client.eval(PUBLISH_RELOAD, 1, self.keys.reload, version, origin))
 
     async def last_reload(self) -> ReloadNotice:
-        raw = {_s(k): _s(v) for k, v in (await self.client.hgetall(self.keys.reload)).items()}
-        if "generation" not in raw:
-            return ReloadNotice(0)
-        return ReloadNotice(int(raw["generation"]), raw.get("version", ""),
-                            raw.get("origin", ""))
+        return reload_notice(await self.client.hgetall(self.keys.reload))
 
     async def popular(self, n: int) -> list[tuple[str, float]]:
         """The `n` items with the most behaviour events logged, with those counts, most first."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import random
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -36,3 +38,45 @@ def friends(data_dir: Path) -> dict[str, list[str]]:
 
 def category_profile(items: set[str], categories: dict[str, str]) -> Counter[str]:
     return Counter(categories[i] for i in items)
+
+
+def split_by_time(data_dir: Path, base_dir: Path, live_share: float,
+                  live_from: float) -> list[dict[str, str | float]]:
+    """Write the older rows of `data_dir` as a base dataset into `base_dir` (with its
+    social.csv and items.csv) and return the newest `live_share` of the rows as events for
+    POST /events, their timestamps moved to start at `live_from` in the same order."""
+    with (data_dir / "interactions.csv").open(encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        rows = sorted(reader, key=lambda r: float(r["timestamp"]))
+    cut = len(rows) - round(live_share * len(rows))
+    base_dir.mkdir(parents=True, exist_ok=True)
+    with (base_dir / "interactions.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows[:cut])
+    for name in ("social.csv", "items.csv"):
+        shutil.copyfile(data_dir / name, base_dir / name)
+    shift = live_from - float(rows[cut]["timestamp"])
+    live: list[dict[str, str | float]] = [
+        {"event_id": f"live-{n}", "user_id": r["user_id"], "type": r["event"],
+         "item_id": r["item_id"], "timestamp": float(r["timestamp"]) + shift,
+         **({"value": float(r["value"])} if r["value"] else {})}
+        for n, r in enumerate(rows[cut:])]
+    return live
+
+
+def scramble_items(data_dir: Path, out_dir: Path, seed: int = 0) -> None:
+    """A copy of a dataset whose interactions name the wrong items (a broken export): every
+    row's item id replaced by another row's, at random."""
+    shutil.copytree(data_dir, out_dir)
+    with (data_dir / "interactions.csv").open(encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    items = [r["item_id"] for r in rows]
+    random.Random(seed).shuffle(items)
+    with (out_dir / "interactions.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r | {"item_id": i} for r, i in zip(rows, items, strict=True))

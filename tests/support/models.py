@@ -24,3 +24,23 @@ def replace_folder(source: Path, target: Path) -> None:
     shutil.copytree(source, staging)
     shutil.rmtree(target)
     staging.rename(target)
+
+
+# Seconds, not minutes, per model: enough to tell a sound model from a broken one.
+FAST = TrainConfig(dim=16, iterations=4, patience=2, epochs=10, match_weights="0",
+                   history_bands="0,3", max_band_users=200, refit_full=False, text=False)
+
+
+def train_flags(config: TrainConfig) -> list[str]:
+    """The `socialrec train`/`retrain` flags that give `config`."""
+    flags = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
