@@ -30,7 +30,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.serving.artifacts import ArtifactError
 from app.serving.holder import ModelHolder
-from app.store.redis_store import STORE_ERRORS, RedisStore, connect
+from app.store.redis_store import STORE_ERRORS, LivePopular, RedisStore, connect
 
 log = logging.getLogger(__name__)
 POPULARITY_REFRESH_S = 30.0
@@ -87,6 +87,7 @@ def _lifespan(settings: Settings,
         state = AppState(settings=settings, store=store, models=models, metrics=metrics)
         app.state.socialrec = state
         await _warn_of_eviction(store, settings.redis_timeout_s * 2)
+        await _register_log_partitions(store, settings.redis_timeout_s * 2)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
                  asyncio.create_task(_follow_reloads(state, stopping))]
@@ -119,22 +120,31 @@ async def _warn_of_eviction(store: RedisStore, timeout_s: float) -> None:
         log.warning("%s: user state would be lost silently when Redis fills up", risk)
 
 
+async def _register_log_partitions(store: RedisStore, timeout_s: float) -> None:
+    """Register the log partitions this process writes at start-up, so that its events do not
+    depend on the registry's node later; when Redis does not answer yet, the first event
+    registers them."""
+    with contextlib.suppress(TimeoutError, *STORE_ERRORS):
+        await asyncio.wait_for(store.register_log_partitions(), timeout_s)
+
+
 async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
     """Keep a live popularity order in memory: fresh trends when Redis answers, and still a
     list to serve from when it does not."""
     while not stopping.is_set():
         model = state.models.current
+        live: LivePopular | None
         try:
             live = await state.store.popular(LIVE_POPULAR_TOP)
         except STORE_ERRORS:
             live = None
         if live is not None:
             index = model.artifacts.catalog.index
-            known = [(index[i], c) for i, c in live if i in index]
+            known = [(index[i], c) for i, c in live.counts if i in index]
             state.live_popular = (model.version, model.popular.with_live(
                 np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
                 np.fromiter((c for _, c in known), dtype=np.float32, count=len(known)),
-                complete=len(live) < LIVE_POPULAR_TOP))
+                complete=live.complete))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
 
