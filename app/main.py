@@ -87,7 +87,7 @@ def _lifespan(settings: Settings,
         state = AppState(settings=settings, store=store, models=models, metrics=metrics)
         app.state.socialrec = state
         await _warn_of_eviction(store, settings.redis_timeout_s * 2)
-        await _register_log_partitions(store, settings.redis_timeout_s * 2)
+        await _register_log_partitions(store)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
                  asyncio.create_task(_follow_reloads(state, stopping))]
@@ -120,12 +120,13 @@ async def _warn_of_eviction(store: RedisStore, timeout_s: float) -> None:
         log.warning("%s: user state would be lost silently when Redis fills up", risk)
 
 
-async def _register_log_partitions(store: RedisStore, timeout_s: float) -> None:
+async def _register_log_partitions(store: RedisStore) -> None:
     """Register the log partitions this process writes at start-up, so that its events do not
     depend on the registry's node later; when Redis does not answer yet, the first event
-    registers them."""
-    with contextlib.suppress(TimeoutError, *STORE_ERRORS):
-        await asyncio.wait_for(store.register_log_partitions(), timeout_s)
+    registers them. Bounded by the client's own timeouts: cancelling a pipeline half-read
+    (asyncio.wait_for) would leave its replies on a pooled connection for the next caller."""
+    with contextlib.suppress(*STORE_ERRORS):
+        await store.register_log_partitions()
 
 
 async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
