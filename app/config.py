@@ -44,7 +44,12 @@ class Settings(BaseSettings):
                           description="items remembered per user to exclude as seen "
                           "(8 bytes each)")
     dedup_ttl_s: int = Field(24 * 3600, ge=60, description="how long event ids are remembered")
-    stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length cap")
+    stream_maxlen: int = Field(10_000_000, ge=1000, description="approximate event-log length "
+                               "cap (the whole log: each partition keeps its share)")
+    log_partitions: int = Field(
+        12, ge=1, le=1024, description="event-log partitions by user hash, each in its own "
+        "Redis Cluster slot, spread evenly over the masters; partitions of an earlier count "
+        "stay readable (docs/OPERATIONS.md)")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
     reason_friend_ids: bool = Field(

@@ -32,7 +32,7 @@ from app.serving.artifacts import ArtifactError
 from app.serving.catalog import CATALOG_POLL_S, Catalogue
 from app.serving.holder import ModelHolder
 from app.store.catalog import CatalogStore
-from app.store.redis_store import STORE_ERRORS, RedisStore, connect
+from app.store.redis_store import STORE_ERRORS, LivePopular, RedisStore, connect
 
 log = logging.getLogger(__name__)
 POPULARITY_REFRESH_S = 30.0
@@ -93,6 +93,7 @@ def _lifespan(settings: Settings,
         app.state.socialrec = state
         await _warn_of_eviction(store, settings.redis_timeout_s * 2)
         await _read_catalogue(state)
+        await _register_log_partitions(store)
         stopping = asyncio.Event()
         tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
                  asyncio.create_task(_follow_reloads(state, stopping)),
@@ -126,22 +127,32 @@ async def _warn_of_eviction(store: RedisStore, timeout_s: float) -> None:
         log.warning("%s: user state would be lost silently when Redis fills up", risk)
 
 
+async def _register_log_partitions(store: RedisStore) -> None:
+    """Register the log partitions this process writes at start-up, so that its events do not
+    depend on the registry's node later; when Redis does not answer yet, the first event
+    registers them. Bounded by the client's own timeouts: cancelling a pipeline half-read
+    (asyncio.wait_for) would leave its replies on a pooled connection for the next caller."""
+    with contextlib.suppress(*STORE_ERRORS):
+        await store.register_log_partitions()
+
+
 async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
     """Keep a live popularity order in memory: fresh trends when Redis answers, and still a
     list to serve from when it does not."""
     while not stopping.is_set():
         model = state.models.current
+        live: LivePopular | None
         try:
             live = await state.store.popular(LIVE_POPULAR_TOP)
         except STORE_ERRORS:
             live = None
         if live is not None:
             lookup = state.catalog(model).lookup  # live items count like the model's
-            known = [(n, c) for i, c in live if (n := lookup(i)) is not None]
+            known = [(n, c) for i, c in live.counts if (n := lookup(i)) is not None]
             state.live_popular = (model.version, model.popular.with_live(
                 np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
                 np.fromiter((c for _, c in known), dtype=np.float32, count=len(known)),
-                complete=len(live) < LIVE_POPULAR_TOP))
+                complete=live.complete))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
+from app.store.keys import log_partition, log_partition_tags
 from app.store.redis_store import Event, RedisStore, VectorState, connect, decode_history
 from app.tools.local_redis import LocalRedis
 from bench.common import machine, table
@@ -33,6 +34,9 @@ def ident(kind: str, n: int, length: int) -> str:
 async def measure(settings: Settings, id_len: int, events: int) -> list[list[str]]:
     store = RedisStore(connect(settings.model_copy(update={"redis_timeout_s": 30.0})), settings)
     k, u = store.keys, ident("u", 0, id_len)
+
+    def part(user: str) -> str:
+        return log_partition(user, settings.log_partitions)
     usage = store.client.memory_usage
 
     async def bytes_of(key: str) -> int:
@@ -67,19 +71,27 @@ async def measure(settings: Settings, id_len: int, events: int) -> list[list[str
             ["`:followers`", f"{FRIENDS} followers", f"{await bytes_of(k.followers(u)):,}"],
             ["`:applied`", f"{marked} events within `SOCIALREC_DEDUP_TTL_S`",
              f"{await bytes_of(k.applied(u)):,}"],
-            ["`{log}:ev:<user>`", f"{marked} events within `SOCIALREC_DEDUP_TTL_S`",
-             f"{await bytes_of(k.logged(u)):,}"]]
+            ["`{log:…}:ev:<user>`", f"{marked} events within `SOCIALREC_DEDUP_TTL_S`",
+             f"{await bytes_of(k.logged(part(u), u)):,}"]]
+
+    async def log_bytes() -> tuple[int, int]:
+        """Bytes and entries of the whole log, every partition."""
+        tags = log_partition_tags(settings.log_partitions)
+        return (sum([await bytes_of(k.events(t)) for t in tags]),
+                sum([await store.client.xlen(k.events(t)) for t in tags]))
+
     # Per event: the log entry (stream memory over many users' events) and both markers.
-    before = await bytes_of(k.events)
-    logged = await store.client.xlen(k.events)
+    before, logged = await log_bytes()
     users = [ident("w", n, id_len) for n in range(events // 10)]
     for start in range(0, events, 1000):
         await store.apply([Event(ident("e", n, id_len), users[n % len(users)], "purchase",
                                  item_id=items[n % len(items)], value=1.0,
                                  timestamp=1.7e9 + n)
                            for n in range(start, min(events, start + 1000))])
-    stream = (await bytes_of(k.events) - before) / (await store.client.xlen(k.events) - logged)
-    one = [(await bytes_of(k.applied(w)) + await bytes_of(k.logged(w))) / 10 for w in users[:50]]
+    after, entries = await log_bytes()
+    stream = (after - before) / (entries - logged)
+    one = [(await bytes_of(k.applied(w)) + await bytes_of(k.logged(part(w), w))) / 10
+           for w in users[:50]]
     rows += [["per event: log entry", f"`SOCIALREC_STREAM_MAXLEN` ({settings.stream_maxlen:,})",
               f"{stream:,.0f}"],
              ["per event: both markers (users with 10 events each)",

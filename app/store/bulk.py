@@ -4,6 +4,8 @@ reload notice (`socialrec retrain`)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -12,7 +14,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from app.store.catalog import CatalogItem, parse_item, whole_generations
-from app.store.keys import Keys
+from app.store.keys import Keys, readable_log_tags
 from app.store.redis_store import ReloadNotice, StoreSettings, history_entry, reload_notice
 from app.store.scripts import PUBLISH_RELOAD
 from app.store.seen import item_tag
@@ -75,12 +77,26 @@ def replace_users(client: redis.Redis | RedisCluster, keys: Keys,
 
 
 def read_log(client: redis.Redis | RedisCluster, keys: Keys) -> Iterator[list[dict[str, str]]]:
-    """The event log in order, page by page; each entry as its fields (app.store.scripts
-    LOG_EVENT names them)."""
+    """The event log, page by page; each entry as its fields (app.store.scripts LOG_EVENT names
+    them). The partitions are merged by stream id, the logging server's clock in milliseconds
+    and a sequence: each partition, and so each user's events, in exact log order; across
+    partitions in time order (entries of the same millisecond in a fixed partition order; on
+    a cluster, as far as the masters' clocks agree)."""
+    tags = readable_log_tags(cast("set[bytes]", client.smembers(keys.log_partitions)))
+    merged = heapq.merge(*(_partition(client, keys.events(t), n) for n, t in enumerate(tags)))
+    while page := [fields for *_, fields in itertools.islice(merged, LOG_PAGE)]:
+        yield page
+
+
+def _partition(client: redis.Redis | RedisCluster, stream: str,
+               n: int) -> Iterator[tuple[int, int, int, dict[str, str]]]:
+    """One partition's entries as (milliseconds, sequence, partition number, fields)."""
     last = "-"
     while entries := cast("list[tuple[bytes, dict[bytes, bytes]]]",
-                          client.xrange(keys.events, min=last, max="+", count=LOG_PAGE)):
-        yield [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+                          client.xrange(stream, min=last, max="+", count=LOG_PAGE)):
+        for entry_id, fields in entries:
+            ms, _, seq = entry_id.partition(b"-")
+            yield int(ms), int(seq), n, {k.decode(): v.decode() for k, v in fields.items()}
         last = "(" + entries[-1][0].decode()
 
 

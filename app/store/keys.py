@@ -1,9 +1,55 @@
 """Every Redis key the service uses. Per-user keys carry the hash tag `{u:ID}` so one user's
-keys live in one Redis Cluster slot and a per-user Lua script stays legal there."""
+keys live in one Redis Cluster slot and a per-user Lua script stays legal there.
+
+The event log is partitioned by user: partition P of N has the hash tag `log:N:P:J` (J picks a
+slot in the middle of the P-th of N equal slot ranges, so a cluster whose masters hold equal
+slot ranges, as `redis-cli --cluster create` makes them, gets the partitions evenly). Each
+partition holds a stream, a popularity count and the "logged" markers of its users. The
+unpartitioned layout (tag `log`) is still read, and every tag ever written is registered in
+`log_partitions`, so readers find every partition whatever N writers use now.
+"""
 
 from __future__ import annotations
 
+import functools
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+# The hash tag of the log before it was partitioned: readers always include it.
+LEGACY_LOG_TAG = "log"
+
+
+@functools.cache
+def log_partition_tags(n: int) -> tuple[str, ...]:
+    """The hash tags of the N log partitions. Part of the stored layout: never change how they
+    are derived (a changed derivation would write to partitions nobody registered before)."""
+    if n < 1:
+        raise ValueError(f"log partitions must be at least 1, not {n}")
+    tags = []
+    for p in range(n):
+        low = p * REDIS_CLUSTER_HASH_SLOTS // n
+        width = max(1, (p + 1) * REDIS_CLUSTER_HASH_SLOTS // n - low)
+        window = range(low + width // 4, low + width // 4 + max(1, width // 2))
+        j = 0
+        while key_slot(f"log:{n}:{p}:{j}".encode()) not in window:
+            j += 1
+        tags.append(f"log:{n}:{p}:{j}")
+    return tuple(tags)
+
+
+def log_partition(user_id: str, n: int) -> str:
+    """The tag of the partition that logs this user's events when the log has N partitions."""
+    return log_partition_tags(n)[zlib.crc32(user_id.encode()) % n]
+
+
+def readable_log_tags(registered: Iterable[bytes | str]) -> list[str]:
+    """Every partition a reader must read: the registered ones and the unpartitioned log,
+    in a fixed order (export ties are broken by it)."""
+    tags = {t.decode() if isinstance(t, bytes) else t for t in registered}
+    return sorted(tags | {LEGACY_LOG_TAG})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +93,11 @@ class Keys:
         one key per user, so an erasure finds every marker without scanning."""
         return f"{self.prefix}:{{u:{user_id}}}:applied"
 
-    def logged(self, user_id: str) -> str:
-        """ZSET event_id → expiry: this user's events already in the log. In the log's slot,
-        keyed like `applied` by user, so both steps de-duplicate the same events."""
-        return f"{self.prefix}:{{log}}:ev:{user_id}"
+    def logged(self, tag: str, user_id: str) -> str:
+        """ZSET event_id → expiry: this user's events already in the log partition `tag`. In
+        the partition's slot, keyed like `applied` by user, so both steps de-duplicate the same
+        events."""
+        return f"{self.prefix}:{{{tag}}}:ev:{user_id}"
 
     def user_keys(self, user_id: str) -> tuple[str, ...]:
         """Every key in the user's slot that holds the user's data."""
@@ -58,15 +105,21 @@ class Keys:
                 self.seen(user_id), self.applied(user_id), self.followers(user_id),
                 self.followed(user_id))
 
-    @property
-    def events(self) -> str:
-        """STREAM: the durable event log retraining reads."""
-        return f"{self.prefix}:{{log}}:events"
+    def events(self, tag: str) -> str:
+        """STREAM: one partition of the durable event log retraining reads."""
+        return f"{self.prefix}:{{{tag}}}:events"
+
+    def popularity(self, tag: str) -> str:
+        """ZSET item_id → behaviour events seen live in partition `tag` (in the partition's
+        slot, counted once; the live count of an item is the sum over partitions)."""
+        return f"{self.prefix}:{{{tag}}}:pop"
 
     @property
-    def popularity(self) -> str:
-        """ZSET item_id → behaviour events seen live (kept in the log's slot, counted once)."""
-        return f"{self.prefix}:{{log}}:pop"
+    def log_partitions(self) -> str:
+        """SET of every log partition tag ever written to: writers add theirs before their
+        first event, so a reader that reads these (and the unpartitioned log) misses no entry,
+        whatever partition count each writer was configured with."""
+        return f"{self.prefix}:log:partitions"
 
     @property
     def reload(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
+import math
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +21,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from app.store.keys import Keys
+from app.store.keys import (
+    LEGACY_LOG_TAG,
+    Keys,
+    log_partition,
+    log_partition_tags,
+    readable_log_tags,
+)
 from app.store.scripts import (
     APPLY_EVENT,
     ERASE_LOG_PAGE,
@@ -32,6 +40,7 @@ from app.store.scripts import (
 )
 from app.store.seen import item_tag
 
+log = logging.getLogger(__name__)
 VECTOR_TTL_S = 7 * 24 * 3600
 # What a failing or unreachable Redis raises through this store: callers degrade or answer 503.
 # A cluster client that cannot reach any node to learn the slot map raises
@@ -61,6 +70,8 @@ class StoreSettings(Protocol):
     def dedup_ttl_s(self) -> int: ...
     @property
     def stream_maxlen(self) -> int: ...
+    @property
+    def log_partitions(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,16 @@ def reload_notice(raw: Mapping[Any, Any]) -> ReloadNotice:
         return ReloadNotice(0)
     return ReloadNotice(int(fields["generation"]), fields.get("version", ""),
                         fields.get("origin", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class LivePopular:
+    """Live behaviour counts summed over the log partitions, most first; `complete` when every
+    partition's counts were read whole (otherwise an item not listed has at most about the
+    lowest count listed)."""
+
+    counts: list[tuple[str, float]]
+    complete: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +274,15 @@ class Erased:
 
 def event_calls(keys: Keys, settings: StoreSettings, e: Event,
                 recency: float) -> list[ScriptCall]:
-    """The script calls that store one event, with keys and arguments: log, then apply, then
-    for a follow the reverse index in the followed user's slot."""
+    """The script calls that store one event, with keys and arguments: log (in the user's log
+    partition), then apply, then for a follow the reverse index in the followed user's slot."""
     value = "" if e.value is None else repr(e.value)
     s = settings
+    part = log_partition(e.user_id, s.log_partitions)
     return [
-        (_LOG, [keys.logged(e.user_id), keys.events, keys.popularity],
-         [s.dedup_ttl_s, s.stream_maxlen, e.event_id, e.user_id, e.type, e.item_id or "",
+        (_LOG, [keys.logged(part, e.user_id), keys.events(part), keys.popularity(part)],
+         [s.dedup_ttl_s, math.ceil(s.stream_maxlen / s.log_partitions), e.event_id,
+          e.user_id, e.type, e.item_id or "",
           e.friend_id or "", value, "" if e.timestamp is None else repr(e.timestamp)]),
         (_APPLY, [keys.applied(e.user_id), keys.history(e.user_id), keys.friends(e.user_id),
                   keys.vector(e.user_id), keys.seen(e.user_id), keys.followed(e.user_id)],
@@ -274,6 +297,7 @@ class RedisStore:
         self.client = client
         self.keys = Keys(settings.key_prefix)
         self._settings = settings
+        self._registered = False  # this process's log partitions are in the registry
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -364,6 +388,8 @@ class RedisStore:
         """Log and apply events; True where applied now, False where the event id had been
         applied before. Raises on any Redis failure — callers answer 503 and the client's retry
         of the same batch is safe (see app.store.scripts)."""
+        if not self._registered:
+            await self.register_log_partitions()
         now = time.time()
         calls: list[ScriptCall] = []
         applies = []
@@ -375,13 +401,41 @@ class RedisStore:
         results = await self._run_scripts(calls)
         return [bool(results[n]) for n in applies]
 
+    async def register_log_partitions(self) -> None:
+        """Add this process's log partitions to the registry readers use, before its first
+        event (idempotent), and say when the log also holds partitions of another layout."""
+        tags = log_partition_tags(self._settings.log_partitions)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.log_partitions, *tags)
+            pipe.smembers(self.keys.log_partitions)
+            pipe.exists(self.keys.events(LEGACY_LOG_TAG))
+            _, registered, legacy = await pipe.execute()
+        self._registered = True
+        others = sorted({_s(t) for t in registered} - set(tags))
+        if others or legacy:
+            layouts = sorted({t.split(":")[1] for t in others})
+            log.warning(
+                "the event log also holds %s besides its %d partitions: still read by "
+                "events-export, erasure and popularity; an event logged there and retried "
+                "now within SOCIALREC_DEDUP_TTL_S is logged twice (applied once)",
+                " and ".join((["the unpartitioned log"] if legacy else [])
+                             + ([f"partitions of a {'/'.join(layouts)}-partition layout"]
+                                if layouts else [])),
+                len(tags))
+
+    async def log_tags(self) -> list[str]:
+        """Every log partition that may hold entries (app.store.keys readable_log_tags)."""
+        return readable_log_tags(await self.client.smembers(self.keys.log_partitions))
+
     async def erase(self, user_id: str) -> Erased:
         """Remove everything held about a user, in steps each confined to one slot:
 
         1. the user's entry in each follower's friend list, and the user in the reverse index
            of each user they followed, as the user's reverse index lists them;
-        2. the user's events in the log, and events naming the user as friend, page by page,
-           then the user's log markers;
+        2. the user's events in the log, and events naming the user as friend, page by page
+           in every partition at once (a follow naming the user is logged in the follower's
+           partition; a changed partition count leaves the user's own events in several),
+           then the user's log markers in each;
         3. the user's own keys, the reverse index entries handled in step 1 last.
 
         Every step is idempotent and the index step 1 reads goes last, so a retry after an
@@ -412,15 +466,20 @@ class RedisStore:
         calls += [(_UNLINK_FOLLOWED, [k.followers(f)], [user_id]) for f in followed]
         unlinked = await self._run_scripts(calls) if calls else []
         links = sum(int(r) for r in unlinked[:len(followers)])
-        log_events, start = 0, "-"
-        while True:
-            deleted, last, logged_markers = (await self._run_scripts([(
-                _ERASE_LOG_PAGE, [k.events, k.logged(user_id)],
-                [start, ERASE_LOG_PAGE_SIZE, user_id])]))[0]
-            log_events += int(deleted)
-            if not last:
-                break
-            start = "(" + _s(last)
+        log_events = logged_markers = 0
+        starts = dict.fromkeys(await self.log_tags(), "-")
+        while starts:
+            tags = list(starts)
+            pages = await self._run_scripts([
+                (_ERASE_LOG_PAGE, [k.events(t), k.logged(t, user_id)],
+                 [starts[t], ERASE_LOG_PAGE_SIZE, user_id]) for t in tags])
+            for tag, (deleted, last, markers) in zip(tags, pages, strict=True):
+                log_events += int(deleted)
+                logged_markers += int(markers)
+                if last:
+                    starts[tag] = "(" + _s(last)
+                else:
+                    del starts[tag]
         history, friends, seen, vectors, markers, left = (await self._run_scripts(
             [(_ERASE_USER, list(k.user_keys(user_id)),
               [len(followers), *followers, *followed])]))[0]
@@ -487,10 +546,28 @@ class RedisStore:
     async def last_reload(self) -> ReloadNotice:
         return reload_notice(await self.client.hgetall(self.keys.reload))
 
-    async def popular(self, n: int) -> list[tuple[str, float]]:
-        """The `n` items with the most behaviour events logged, with those counts, most first."""
-        members = await self.client.zrevrange(self.keys.popularity, 0, n - 1, withscores=True)
-        return [(_s(i), float(c)) for i, c in cast("list[tuple[bytes, float]]", members)]
+    async def popular(self, n: int) -> LivePopular:
+        """The `n` items with the most behaviour events logged, with those counts, most first,
+        in two round trips: each partition's top `n` are the candidates, and their counts in
+        every partition are summed. Exact for every item listed; an item in no partition's
+        top `n` is missed only when its total beats a listed one, which needs it just under
+        the top `n` of many partitions at once (users are spread over them by a hash)."""
+        keys = [self.keys.popularity(t) for t in await self.log_tags()]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrevrange(key, 0, n - 1)
+            tops = cast("list[list[bytes]]", await pipe.execute())
+        candidates = sorted({_s(i) for top in tops for i in top})
+        if not candidates:
+            return LivePopular([], complete=True)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zmscore(key, candidates)
+            scores = cast("list[list[float | None]]", await pipe.execute())
+        totals = [sum(s[i] or 0.0 for s in scores) for i in range(len(candidates))]
+        ranked = sorted(zip(candidates, totals, strict=True), key=lambda ic: -ic[1])[:n]
+        return LivePopular(ranked, complete=len(candidates) <= n
+                           and all(len(top) < n for top in tops))
 
 
 def _s(value: bytes | str) -> str:

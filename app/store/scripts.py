@@ -1,8 +1,8 @@
 """Lua run inside Redis. An event is applied by two scripts, each atomic and idempotent on its
 own and each confined to one hash slot (so the same code runs on Redis Cluster):
 
-1. LOG_EVENT, in the `{log}` slot: remember the event, append to the stream, count
-   popularity — all or nothing.
+1. LOG_EVENT, in the slot of the user's log partition (app.store.keys): remember the event,
+   append to the partition's stream, count popularity — all or nothing.
 2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event, update history or friends,
    add the item to the seen set, drop the cached vector — all or nothing.
 
@@ -148,7 +148,7 @@ return counts
 """
 
 ERASE_LOG_PAGE = """
--- KEYS: events stream, the user's logged markers
+-- KEYS: a log partition's stream, the user's logged markers in that partition
 -- ARGV: first id (exclusive after the first page: '(' prefix), page size, user
 -- Deletes one page's entries by the user or naming the user as friend; returns
 -- {deleted, last id read or '', markers deleted}; the last page also deletes the markers.

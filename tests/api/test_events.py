@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import redis
 
 from app.config import Settings
-from app.store.keys import Keys
 from tests.support.auth import ADMIN
+from tests.support.log import log_fields
 
 
 async def post(client: httpx.AsyncClient, events: list[dict]) -> httpx.Response:
@@ -53,13 +52,8 @@ async def test_an_event_id_is_unique_per_user(client: httpx.AsyncClient,
     for user, item in (("ben", "p00002"), ("ann", "p00001")):
         history = (await client.get(f"/users/{user}", headers=ADMIN)).json()["history"]
         assert [h["item_id"] for h in history] == [item]
-    r = redis.Redis.from_url(loaded.redis_url)
-    try:
-        log = r.xrange(Keys(loaded.key_prefix).events)
-    finally:
-        r.close()
-    assert [(f[b"user_id"], f[b"item_id"]) for _, f in log] == [
-        (b"ann", b"p00001"), (b"ben", b"p00002")]
+    assert sorted((f["user_id"], f["item_id"]) for f in log_fields(loaded)) == [
+        ("ann", "p00001"), ("ben", "p00002")]
 
 
 @pytest.mark.parametrize(("event", "loc"), [

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,12 @@ import redis.cluster
 from app.config import Settings
 from app.offline.events_export import export_events
 from app.offline.load import load_into_redis
-from app.store.keys import Keys
+from app.store.keys import Keys, log_partition, log_partition_tags
 from app.tools.local_redis import LocalRedisCluster
 from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN
+from tests.support.log import log_fields
 
 pytestmark = pytest.mark.slow
 
@@ -65,11 +67,12 @@ async def test_recommend_and_events_on_a_cluster(cluster_settings: Settings, syn
     keys = Keys(cluster_settings.key_prefix)
     nodes = redis.cluster.RedisCluster.from_url(cluster_settings.redis_url)
     try:
-        assert nodes.xlen(keys.events) == 52
-        # The log, its markers and popularity share one slot; each user's keys share another.
-        assert len({nodes.keyslot(k) for k in (keys.events, keys.popularity,
-                                               keys.logged("cl-1"),
-                                               keys.logged("cl-new"))}) == 1
+        # A user's log partition holds the user's markers, entries and counts in one slot;
+        # each user's own keys share another.
+        for user in ("cl-1", "cl-new"):
+            tag = log_partition(user, cluster_settings.log_partitions)
+            assert len({nodes.keyslot(k) for k in (keys.events(tag), keys.popularity(tag),
+                                                   keys.logged(tag, user))}) == 1
         assert len({nodes.keyslot(keys.history(f"cl-{n}")) for n in range(7)}) > 1
     finally:
         nodes.close()
@@ -77,8 +80,36 @@ async def test_recommend_and_events_on_a_cluster(cluster_settings: Settings, syn
     out = tmp_path / "interactions.csv"
     assert export_events(out, settings=cluster_settings, progress=False) == (51, 1)
     with out.open() as fh:
-        assert [(r["user_id"], r["event_id"]) for r in csv.DictReader(fh)] == [
-            (f"cl-{n % 7}", f"c{n}") for n in range(50)] + [("cl-new", "c1")]
+        rows = [(r["user_id"], r["event_id"]) for r in csv.DictReader(fh)]
+    sent = [(f"cl-{n % 7}", f"c{n}") for n in range(50)] + [("cl-new", "c1")]
+    assert sorted(rows) == sorted(sent)
+    for user in {u for u, _ in sent}:
+        assert [r for r in rows if r[0] == user] == [r for r in sent if r[0] == user], \
+            "each user's events in the order they were logged"
+
+
+async def test_event_writes_spread_over_every_master(cluster_settings: Settings) -> None:
+    """Events of many users through the API: every master of the cluster logs some of them
+    (the log is partitioned by user, not one hot slot), and the export reads them all."""
+    async with app_client(cluster_settings) as client:
+        for start in range(0, 300, 100):
+            batch = [{"event_id": f"s{n}", "user_id": f"spread-{n}", "type": "view",
+                      "item_id": f"p{n % 40:05d}"} for n in range(start, start + 100)]
+            assert (await client.post("/events", json={"events": batch})).status_code == 202
+    keys = Keys(cluster_settings.key_prefix)
+    nodes = redis.cluster.RedisCluster.from_url(cluster_settings.redis_url)
+    try:
+        per_master: Counter[str] = Counter()
+        for tag in log_partition_tags(cluster_settings.log_partitions):
+            per_master[nodes.get_node_from_key(keys.events(tag)).name] += nodes.xlen(
+                keys.events(tag))
+        masters = {node.name for node in nodes.get_primaries()}
+    finally:
+        nodes.close()
+    print(f"log entries per master: {dict(per_master)}")
+    assert set(per_master) == masters and len(masters) == 3
+    assert all(count > 300 / 3 / 2 for count in per_master.values()), per_master
+    assert len(log_fields(cluster_settings)) == 300
 
 
 @pytest.fixture
@@ -101,17 +132,20 @@ async def test_a_cluster_node_down_degrades_only_its_users(own_cluster: LocalRed
     friends = data.friends(synth_dir)
     nodes = redis.cluster.RedisCluster.from_url(own_cluster.url)
     try:
-        log_port = nodes.get_node_from_key(keys.events).port
         users = sorted(data.histories(synth_dir)) + [f"fresh-{n}" for n in range(30)]
         port_of = {u: nodes.get_node_from_key(keys.history(u)).port for u in users}
+        log_port_of = {u: nodes.get_node_from_key(keys.events(
+            log_partition(u, settings.log_partitions))).port for u in users}
     finally:
         nodes.close()
-    victim = next(n for n in own_cluster.nodes if n.port != log_port)
+    victim = own_cluster.nodes[0]
     lost = [u for u in users if port_of[u] == victim.port][:5]
     # A request reads the user's keys and the friends' keys: it is served in full when none of
-    # them lives on the failed node (users without friends, or with all friends elsewhere).
+    # them lives on the failed node (users without friends, or with all friends elsewhere); an
+    # event is stored when the user's log partition is elsewhere too.
     kept = [u for u in users if all(port_of.get(x, 0) != victim.port
-                                    for x in [u, *friends.get(u, [])])][:8]
+                                    for x in [u, *friends.get(u, [])])
+            and log_port_of[u] != victim.port][:8]
     assert len(lost) == 5 and len(kept) == 8
 
     async with app_client(settings) as client:

@@ -17,9 +17,11 @@ import httpx
 import pytest
 import redis
 
+from app.config import Settings
 from app.store.keys import Keys
 from app.tools.local_redis import LocalRedis
 from tests.reliability.conftest import PREFIX
+from tests.support.log import live_counts, log_fields
 from tests.support.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
@@ -89,11 +91,11 @@ def check_log_and_state(redis_url: str, producers: list[Producer]) -> None:
     acked = [i for p in producers for i in p.acked]
     assert len(acked) == len(set(acked))
     assert sum(p.retries for p in producers) > 0, "no request was disturbed: test proves nothing"
+    settings = Settings(redis_url=redis_url, key_prefix=PREFIX)
+    logged = Counter(f["event_id"] for f in log_fields(settings))
+    popularity = live_counts(settings)
     client = redis.Redis.from_url(redis_url)
     try:
-        logged = Counter(f[b"event_id"].decode() for _, f in client.xrange(keys.events))
-        popularity = {i.decode(): s for i, s in client.zrange(keys.popularity, 0, -1,
-                                                               withscores=True)}
         histories = {}
         for u in range(USERS):
             raw = client.hgetall(keys.history(f"d{u}"))

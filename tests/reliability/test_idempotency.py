@@ -10,14 +10,13 @@ from collections import Counter
 
 import httpx
 import pytest
-import redis
 
 from app.config import Settings
 from app.events import event_weight, type_weights
 from app.serving.artifacts import read_manifest
-from app.store.keys import Keys
 from tests.conftest import app_client
 from tests.support.auth import ADMIN
+from tests.support.log import live_counts, log_fields
 
 COPIES = 4
 USERS = 20
@@ -82,15 +81,10 @@ async def test_the_same_batch_posted_at_once_is_applied_once(loaded: Settings, c
         friends = (await client.get("/users/idem-9", headers=ADMIN)).json()["friends"]
         assert friends == [{"user_id": "idem-10", "weight": 1.0}]
 
-    keys = Keys(loaded.key_prefix)
-    r = redis.Redis.from_url(loaded.redis_url)
-    try:
-        logged = Counter(f[b"event_id"].decode() for _, f in r.xrange(keys.events))
-        popularity = dict(r.zrange(keys.popularity, 0, -1, withscores=True))
-    finally:
-        r.close()
+    logged = Counter(f["event_id"] for f in log_fields(loaded))
+    popularity = live_counts(loaded)
     assert logged == Counter(e["event_id"] for e in events), "each id logged exactly once"
-    behaviour = Counter(e["item_id"].encode() for e in events if "item_id" in e)
+    behaviour = Counter(e["item_id"] for e in events if "item_id" in e)
     assert popularity == behaviour, "popularity counted once per event"
 
 

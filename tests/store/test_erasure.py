@@ -18,7 +18,9 @@ from redis.cluster import RedisCluster
 from app.config import Settings
 from app.offline.events_export import export_events
 from app.store import redis_store
-from app.store.redis_store import Erased, Event, RedisStore
+from app.store.keys import LEGACY_LOG_TAG, log_partition
+from app.store.redis_store import Erased, Event, RedisStore, connect, event_calls
+from tests.support.log import live_counts, log_fields
 from tests.support.processes import run_module
 from tests.support.redis_scan import holders
 
@@ -58,6 +60,9 @@ async def test_erasure_removes_every_trace_and_only_the_users(
     await store.apply(a_social_neighbourhood())
     await store.client.set(store.keys.vector(GONE), b"v\x01cached")
     assert holders(sync, store_settings.key_prefix, GONE), "the test data names the user"
+    assert len({log_partition(u, store_settings.log_partitions)
+                for u in (GONE, "ann", "cid", "dan")}) > 1, "follows naming the user are " \
+        "logged in other partitions than the user's own events"
 
     erased = await store.erase(GONE)
 
@@ -123,7 +128,8 @@ async def test_behaviour_racing_with_an_erasure(store: RedisStore, store_setting
     assert erased.log_events >= 300 and erased.history_items >= 50
     await store.erase(GONE)
     assert holders(sync, store_settings.key_prefix, GONE) == []
-    assert await store.client.xlen(store.keys.events) == 40, "only ann's events are left"
+    assert [f["user_id"] for f in log_fields(store_settings)] == ["ann"] * 40, \
+        "only ann's events are left"
     await store.apply([behaviour(1000, GONE, "i1")])
     assert [i for i, _ in (await store.user(GONE, "v", FRIENDS)).history] == ["i1"]
 
@@ -163,3 +169,45 @@ async def test_the_operators_command_erases_the_same(
     again = run_module("app.cli", "delete-user", GONE, "--redis-url", store_settings.redis_url,
                        **env)
     assert set(json.loads(again.stdout.strip().splitlines()[-1])["removed"].values()) == {0}
+
+
+async def test_the_log_of_every_layout_is_erased_exported_and_counted(
+        store: RedisStore, store_settings: Settings, sync: redis.Redis | RedisCluster,
+        tmp_path: Path) -> None:
+    """A log written before partitioning (one `{log}` slot), then with 4 partitions, then with
+    the configured count: nothing is lost by the changes; the export reads every layout in
+    order, popularity sums them, the erasure empties each of them of the user."""
+    legacy = [behaviour(1, GONE, "i1"), behaviour(2, "ann", "i1"), follow(3, "ann", GONE)]
+    for e in legacy:  # as the unpartitioned version logged them
+        script, _, args = event_calls(store.keys, store_settings, e, 1.0)[0]
+        keys = [store.keys.logged(LEGACY_LOG_TAG, e.user_id), store.keys.events(LEGACY_LOG_TAG),
+                store.keys.popularity(LEGACY_LOG_TAG)]
+        await store.client.eval(script.text, len(keys), *keys, *args)
+        await asyncio.sleep(0.002)
+    four = store_settings.model_copy(update={"log_partitions": 4})
+    old = RedisStore(connect(four), four)
+    try:
+        for n in range(4, 10):
+            await old.apply([behaviour(n, GONE if n % 2 else "ann", "i2")])
+            await asyncio.sleep(0.002)
+    finally:
+        await old.close()
+    now = [behaviour(10, GONE, "i3"), behaviour(11, "bob", "i3"), behaviour(12, GONE, "i1")]
+    for e in now:
+        await store.apply([e])
+        await asyncio.sleep(0.002)
+    assert log_partition(GONE, 4) != log_partition(GONE, store_settings.log_partitions)
+
+    order = [e.event_id for e in legacy] + [f"b{n}" for n in range(4, 10)] + \
+        [e.event_id for e in now]
+    assert [f["event_id"] for f in log_fields(store_settings)] == order
+    assert live_counts(store_settings) == {"i1": 3, "i2": 6, "i3": 2}
+    assert dict((await store.popular(10)).counts) == {"i1": 3.0, "i2": 6.0, "i3": 2.0}
+
+    erased = await store.erase(GONE)
+    assert erased.log_events == 2 + 3 + 2, "own events and ann's follow, in 3 layouts"
+    assert erased.event_markers == 6 + 5  # logged: 1 + 3 + 2 in 3 layouts; applied: 3 + 2
+    assert holders(sync, store_settings.key_prefix, GONE) == []
+    out = tmp_path / "interactions.csv"
+    assert export_events(out, settings=store_settings, progress=False) == (5, 0)
+    assert GONE not in out.read_text() + (tmp_path / "social_events.csv").read_text()

@@ -18,6 +18,7 @@ from app.offline.load import load_into_redis
 from app.store.redis_store import Event, RedisStore, VectorState, connect, event_calls
 from app.store.seen import item_tag
 from tests.support import data
+from tests.support.log import live_counts, log_fields
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -38,12 +39,12 @@ def view(n: int, user: str = "u", item: str | None = None, kind: str = "view",
                  timestamp=1_700_000_000 + n, weight=weight)
 
 
-async def test_events_apply_exactly_once(store: RedisStore) -> None:
+async def test_events_apply_exactly_once(store: RedisStore, store_settings: Settings) -> None:
     assert await store.apply([view(1), view(2)]) == [True, True]
     assert await store.apply([view(2), view(3)]) == [False, True]
-    log = await store.client.xrange(store.keys.events)
-    assert [f[b"event_id"] for _, f in log] == [b"e1", b"e2", b"e3"]
-    assert sorted(await store.popular(10)) == [("i1", 1.0), ("i2", 1.0), ("i3", 1.0)]
+    assert [f["event_id"] for f in log_fields(store_settings)] == ["e1", "e2", "e3"]
+    live = await store.popular(10)
+    assert sorted(live.counts) == [("i1", 1.0), ("i2", 1.0), ("i3", 1.0)] and live.complete
 
 
 async def test_history_is_capped_most_recent_first_and_weighted(store: RedisStore) -> None:
@@ -148,50 +149,54 @@ async def test_retry_after_a_half_applied_event_completes_it_once(
     assert await store.apply([event]) == [True]
     assert await store.apply([event]) == [False]
     assert [i for i, _ in (await store.user("u", "v", FRIENDS)).history] == ["i7"]
-    assert await store.client.xlen(store.keys.events) == 1
-    assert await store.client.zscore(store.keys.popularity, "i7") == 1
+    assert [f["event_id"] for f in log_fields(store_settings)] == ["e7"]
+    assert live_counts(store_settings) == {"i7": 1}
 
 
-async def test_an_event_id_is_unique_per_user_in_both_steps(store: RedisStore) -> None:
+async def test_an_event_id_is_unique_per_user_in_both_steps(store: RedisStore,
+                                                            store_settings: Settings) -> None:
     """Two users' events with one id are two events, each logged and applied once; the log
     and the state agree on that in both slots."""
     alice, bob = view(1, user="alice", item="i1"), view(1, user="bob", item="i2")
     assert await store.apply([alice]) == [True]
     assert await store.apply([bob]) == [True]
     assert await store.apply([bob, alice]) == [False, False]
-    log = await store.client.xrange(store.keys.events)
-    assert [(f[b"user_id"], f[b"event_id"]) for _, f in log] == [(b"alice", b"e1"),
-                                                                 (b"bob", b"e1")]
+    assert sorted((f["user_id"], f["event_id"]) for f in log_fields(store_settings)) == [
+        ("alice", "e1"), ("bob", "e1")]
     assert [i for i, _ in (await store.user("bob", "v", FRIENDS)).history] == ["i2"]
-    assert await store.client.zscore(store.keys.popularity, "i2") == 1
+    assert live_counts(store_settings) == {"i1": 1, "i2": 1}
 
 
 async def test_retry_after_an_applied_but_unlogged_event_logs_it_once(
         store: RedisStore, store_settings: Settings) -> None:
     """A failure of the log step after the state step (the log's node down): the retry logs
     the event and does not apply it twice."""
-    event, keys = view(8), store.keys
+    event = view(8)
     await run_step(store, store_settings, event, 1)
-    assert await store.client.xlen(keys.events) == 0
+    assert log_fields(store_settings) == []
     assert await store.apply([event]) == [False], "applied before: counted as a duplicate"
     assert await store.apply([event]) == [False]
-    assert await store.client.xlen(keys.events) == 1
+    assert [f["event_id"] for f in log_fields(store_settings)] == ["e8"]
     assert (await store.user("u", "v", FRIENDS)).history == [("i8", 1.0)]
 
 
-async def test_a_batch_keeps_its_order_per_user_and_in_the_log(store: RedisStore) -> None:
-    """On a cluster the batch is split by node; one user's events and the log keep the order."""
+async def test_a_batch_keeps_its_order_per_user_and_in_the_log(
+        store: RedisStore, store_settings: Settings) -> None:
+    """On a cluster the batch is split by node; one user's events keep the batch order in the
+    user's state and in the log (each user's events are in one log partition)."""
     batch = [Event("o1", "u", "follow", friend_id="a"), view(1, user="v"),
              Event("o2", "u", "unfollow", friend_id="a"), view(2, user="w"),
              Event("o3", "u", "follow", friend_id="b"), view(3, user="v")]
     assert await store.apply(batch) == [True] * len(batch)
     assert (await store.user("u", "v1", FRIENDS)).friends == [("b", 1.0)]
-    log = await store.client.xrange(store.keys.events)
-    assert [f[b"event_id"].decode() for _, f in log] == [e.event_id for e in batch]
+    log = log_fields(store_settings)
+    for user in ("u", "v", "w"):
+        assert [f["event_id"] for f in log if f["user_id"] == user] == [
+            e.event_id for e in batch if e.user_id == user]
 
 
 async def test_scripts_unknown_to_the_server_are_loaded_and_run_once(
-        store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: RedisStore, store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a restart or failover Redis has no scripts cached and answers NOSCRIPT. Simulated
     with script texts this server has never seen (SCRIPT FLUSH would touch a shared Redis)."""
     from app.store import redis_store, scripts
@@ -206,5 +211,5 @@ async def test_scripts_unknown_to_the_server_are_loaded_and_run_once(
     assert await store.apply([view(1), view(2, user="x")]) == [True, True]
     fresh_scripts()
     assert await store.apply([view(1), view(3)]) == [False, True]
-    assert await store.client.xlen(store.keys.events) == 3
+    assert len(log_fields(store_settings)) == 3
     assert [i for i, _ in (await store.user("u", "v", FRIENDS)).history] == ["i3", "i1"]
