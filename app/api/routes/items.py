@@ -23,6 +23,8 @@ router = APIRouter(tags=["catalogue"])
 log = logging.getLogger(__name__)
 ItemId = Annotated[str, Path(pattern=ID_PATTERN)]
 _WRITE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the body is not UTF-8 text"},
+    413: {"model": Problem, "description": "the body is over the size limit"},
     401: {"model": Problem, "description": "no bearer token"},
     403: {"model": Problem, "description": "wrong token, or catalogue writes are disabled "
           "(no SOCIALREC_CATALOG_TOKEN)"},
