@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import faiss
@@ -32,7 +32,7 @@ from app.serving.artifacts import ArtifactError
 from app.serving.catalog import CATALOG_POLL_S, Catalogue
 from app.serving.holder import ModelHolder
 from app.store.catalog import CatalogStore
-from app.store.redis_store import STORE_ERRORS, LivePopular, RedisStore, connect
+from app.store.redis_store import STORE_ERRORS, RedisStore, connect
 
 log = logging.getLogger(__name__)
 POPULARITY_REFRESH_S = 30.0
@@ -95,9 +95,7 @@ def _lifespan(settings: Settings,
         await _read_catalogue(state)
         await _register_log_partitions(store)
         stopping = asyncio.Event()
-        tasks = [asyncio.create_task(_refresh_popularity(state, stopping)),
-                 asyncio.create_task(_follow_reloads(state, stopping)),
-                 asyncio.create_task(_follow_catalogue(state, stopping))]
+        tasks = _background(state, stopping)
         log.info("serving model %s from %s", model.version, settings.artifacts)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, which otherwise walk it again and again under load.
@@ -136,25 +134,69 @@ async def _register_log_partitions(store: RedisStore) -> None:
         await store.register_log_partitions()
 
 
-async def _refresh_popularity(state: AppState, stopping: asyncio.Event) -> None:
-    """Keep a live popularity order in memory: fresh trends when Redis answers, and still a
-    list to serve from when it does not."""
+async def _every(period_s: float, stopping: asyncio.Event,
+                 tick: Callable[[], Awaitable[None]]) -> None:
+    """Run `tick` every `period_s` until `stopping`. A background loop must outlive any one
+    failure: store errors are expected while Redis is away (the next tick catches up), and
+    anything else is logged and retried too (redis-py's cluster client has raised
+    AttributeError on a connection dropped mid-send), since a dead loop would silently
+    freeze popularity, reloads or the catalogue in this process."""
     while not stopping.is_set():
-        model = state.models.current
-        live: LivePopular | None
         try:
-            live = await state.store.popular(LIVE_POPULAR_TOP)
+            await tick()
         except STORE_ERRORS:
-            live = None
-        if live is not None:
-            lookup = state.catalog(model).lookup  # live items count like the model's
-            known = [(n, c) for i, c in live.counts if (n := lookup(i)) is not None]
-            state.live_popular = (model.version, model.popular.with_live(
-                np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
-                np.fromiter((c for _, c in known), dtype=np.float32, count=len(known)),
-                complete=live.complete))
+            pass
+        except Exception:
+            log.exception("background %s failed; retrying in %.1f s", tick.__name__, period_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), POPULARITY_REFRESH_S)
+            await asyncio.wait_for(stopping.wait(), period_s)
+
+
+def _background(state: AppState, stopping: asyncio.Event) -> list[asyncio.Task[None]]:
+    async def refresh_popularity() -> None:
+        """Keep a live popularity order in memory: fresh trends when Redis answers, and
+        still a list to serve from when it does not."""
+        model = state.models.current
+        live = await state.store.popular(LIVE_POPULAR_TOP)
+        lookup = state.catalog(model).lookup  # live items count like the model's
+        known = [(n, c) for i, c in live.counts if (n := lookup(i)) is not None]
+        state.live_popular = (model.version, model.popular.with_live(
+            np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
+            np.fromiter((c for _, c in known), dtype=np.float32, count=len(known)),
+            complete=live.complete))
+
+    async def follow_catalogue() -> None:
+        """Apply catalogue changes made through any process: availability reaches every
+        process within CATALOG_POLL_S plus one read. While Redis is away the last state
+        read stays."""
+        try:
+            await state.catalogue.poll()
+        finally:
+            state.metrics.catalog_generation.set(state.catalogue.generation)
+
+    async def follow_reloads() -> None:
+        """Swap in the model another process (worker or replica) accepted on
+        `/admin/reload`."""
+        try:
+            notice = await state.store.last_reload()
+            try:
+                fresh = await state.models.follow(notice)
+            except ArtifactError:
+                log.error("%s; still serving %s", state.models.follow_error,
+                          state.models.current.version)
+                state.metrics.reloads.labels("follow_failed").inc()
+                return
+            if fresh is not None:
+                log.info("followed a reload to model %s", fresh.version)
+                state.metrics.reloads.labels("followed").inc()
+                state.metrics.model_swapped(fresh.version, fresh.manifest.created_at)
+        finally:
+            state.metrics.model_stale.set(state.models.follow_error is not None)
+
+    return [asyncio.create_task(_every(period, stopping, tick))
+            for period, tick in ((POPULARITY_REFRESH_S, refresh_popularity),
+                                 (RELOAD_POLL_S, follow_reloads),
+                                 (CATALOG_POLL_S, follow_catalogue))]
 
 
 async def _read_catalogue(state: AppState) -> None:
@@ -166,41 +208,6 @@ async def _read_catalogue(state: AppState) -> None:
         log.warning("live catalogue not read at start-up (%s); the poll retries",
                     type(exc).__name__)
     await state.catalogue.prepare(state.models.current.artifacts)
-
-
-async def _follow_catalogue(state: AppState, stopping: asyncio.Event) -> None:
-    """Apply catalogue changes made through any process: availability reaches every process
-    within CATALOG_POLL_S plus one read. While Redis is away the last state read stays."""
-    while not stopping.is_set():
-        with contextlib.suppress(*STORE_ERRORS):
-            await state.catalogue.poll()
-        state.metrics.catalog_generation.set(state.catalogue.generation)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), CATALOG_POLL_S)
-
-
-async def _follow_reloads(state: AppState, stopping: asyncio.Event) -> None:
-    """Swap in the model another process (worker or replica) accepted on `/admin/reload`."""
-    while not stopping.is_set():
-        try:
-            notice = await state.store.last_reload()
-        except STORE_ERRORS:
-            notice = None  # no news while Redis is away; the next poll catches up
-        if notice is not None:
-            try:
-                fresh = await state.models.follow(notice)
-            except ArtifactError:
-                log.error("%s; still serving %s", state.models.follow_error,
-                          state.models.current.version)
-                state.metrics.reloads.labels("follow_failed").inc()
-            else:
-                if fresh is not None:
-                    log.info("followed a reload to model %s", fresh.version)
-                    state.metrics.reloads.labels("followed").inc()
-                    state.metrics.model_swapped(fresh.version, fresh.manifest.created_at)
-            state.metrics.model_stale.set(state.models.follow_error is not None)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), RELOAD_POLL_S)
 
 
 class StartupError(RuntimeError):
