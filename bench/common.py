@@ -64,8 +64,24 @@ def table(rows: list[list[str]]) -> str:
 
 
 def command_line(tool: str, argv: list[str] | None) -> str:
-    """How the benchmark was run, for its docs section: `bench/TOOL` and its arguments."""
-    return " ".join([f"bench/{tool}", *map(shlex.quote, argv or sys.argv[1:])])
+    """How the benchmark was run, for its docs section: `bench/TOOL` and its arguments, with
+    paths named as a reader has them (see `as_published`)."""
+    return " ".join([f"bench/{tool}",
+                     *(shlex.quote(as_published(a)) for a in argv or sys.argv[1:])])
+
+
+def as_published(arg: str) -> str:
+    """An absolute path as the docs name it: relative inside the repository, and a dataset
+    folder kept anywhere on the machine as `data/NAME` (the layout the docs tell users to
+    use), so a section never carries one machine's private paths."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return arg
+    if path.is_relative_to(ROOT):
+        return str(path.relative_to(ROOT))
+    if "datasets" in path.parts[:-1]:
+        return str(Path("data", *path.parts[path.parts.index("datasets") + 1:]))
+    return arg
 
 
 def publish(section: str, name: str, docs: Path, begin: str, end: str, no_docs: bool) -> None:

