@@ -369,12 +369,13 @@ def _grid_band(band: HistoryBand, states: dict[int, UserState], recommender: Rec
     without information left out, seen items excluded): the retrieval score over the
     catalogue, its top candidates reranked with the social-proof term. The band's softmax-fit
     weights are one of the candidates, so the choice never scores below them."""
-    users = [u for u, s in states.items()
-             if s.friends is not None and float(s.friends.ties.sum()) > 0]
+    vectors = {u: s.vector for u, s in states.items() if s.vector is not None and
+               s.friends is not None and float(s.friends.ties.sum()) > 0}
+    users = list(vectors)
     if not users:
         return band
     items = torch.tensor(recommender.artifacts.item_vectors)  # a copy: the array is read-only
-    own = torch.from_numpy(np.stack([states[u].vector[:-1] for u in users]))
+    own = torch.from_numpy(np.stack([vectors[u][:-1] for u in users]))
     mean = []
     social = torch.zeros(len(users), data.n_items)
     for row, u in enumerate(users):
