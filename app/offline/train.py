@@ -15,11 +15,15 @@ Steps (test.csv is never read):
    retrieved candidates, seen items excluded as in serving). A fold-in from one item is much
    shorter than one from fifty, so one set of weights for everyone was chosen by the long
    histories and wrong for the short ones (docs/BENCHMARKS.md);
-4. each band's match weight of the rerank is chosen by a grid search through the real
-   `Recommender` over the validation model's exported artifacts, on that band's users; then
-   the similar-items parameters (app/serving/similar.py) the same way: for each validation
-   user the neighbours of one of their kept items (seeded) are scored against their held-out
-   items, first without the user (the popularity weight), then personalised (the user weight);
+4. on the validation model's exported artifacts, per band: the friend, popularity and
+   social weights are refined by a grid on the band's validation Recall@20 + NDCG@20, ranked
+   with the exported item vectors as the service ranks (the softmax fit's values are grid
+   points too: the surrogate loss was measured to leave short histories' weights off the
+   metric's optimum), then the rerank's match weight is chosen by a grid search through the
+   real `Recommender`; then the similar-items parameters (app/serving/similar.py) the same
+   way: for each validation user the neighbours of one of their kept items (seeded) are
+   scored against their held-out items, first without the user (the popularity weight), then
+   personalised (the user weight);
 5. ALS is refitted on all training pairs with the chosen iterations, the bands are kept, and
    the artifacts are exported with the validation metrics in the manifest. Refitting was
    measured with a nested split on lastfm-split: item factors from 80 % instead of 64 % of
