@@ -264,7 +264,8 @@ def serving_parameters(m: Manifest) -> str:
     bands = "; ".join(
         f"≥ {b.min_items} items: friends {b.friend_weight:.3f}, popularity "
         f"{b.popularity_weight:+.3f} (alone {b.popularity_weight_alone:+.3f}), match "
-        f"{b.match_weight:g}, social {b.social_weight:.3f}" for b in m.bands)
+        f"{b.match_weight:g} (alone {b.match_weight_alone:g}), social {b.social_weight:.3f}"
+        for b in m.bands)
     return f"rerank candidates {m.rerank.candidates}; per history band: {bands}"
 
 
