@@ -20,12 +20,12 @@ Steps (test.csv is never read):
    with the exported item vectors as the service ranks (the softmax fit's values are grid
    points too: the surrogate loss was measured to leave short histories' weights off the
    metric's optimum), then the rerank's match weight is chosen by a grid search through the
-   real `Recommender`; the same two steps with the social stages off choose the weights a
-   user without friends is served (`popularity_weight_alone`, `match_weight_alone`); then
-   the similar-items parameters (app/serving/similar.py) the same way: for each validation
-   user the neighbours of one of their kept items (seeded) are scored against their held-out
-   items, first without the user (the popularity weight), then personalised (the user
-   weight);
+   real `Recommender`; the weights a user without friends is served
+   (`popularity_weight_alone`, `match_weight_alone`) by a grid on the same users with the
+   social stages off, ranked with the exported item vectors; then the similar-items
+   parameters (app/serving/similar.py) the same way: for each validation user the
+   neighbours of one of their kept items (seeded) are scored against their held-out items,
+   first without the user (the popularity weight), then personalised (the user weight);
 5. ALS is refitted on all training pairs with the chosen iterations, the bands are kept, and
    the artifacts are exported with the validation metrics in the manifest. Refitting was
    measured with a nested split on lastfm-split: item factors from 80 % instead of 64 % of
@@ -368,66 +368,111 @@ def _learn_band(band: HistoryBand, encoder: FoldInEncoder, pop: torch.Tensor,
         "social_weight": float(scorer.social_weight.item())})
 
 
+class _TopGain:
+    """Validation Recall@k + NDCG@k of `users`' held-out items, averaged over the users, for
+    candidate lists `cand` (B, C) ordered by `scores` (B, C)."""
+
+    def __init__(self, held: dict[int, set[int]], users: list[int], n_items: int,
+                 k: int = 20) -> None:
+        self.k = k
+        self.targets = _targets(held, users, n_items)
+        self.n_rel = self.targets.sum(1)
+        self.discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+        self.ideal = torch.cumsum(self.discounts, 0)[(self.n_rel.clamp(max=k) - 1).long()]
+
+    def __call__(self, scores: torch.Tensor, cand: torch.Tensor) -> float:
+        top = scores.topk(self.k, dim=1).indices
+        hits = self.targets.gather(1, cand.gather(1, top))
+        return float((hits.sum(1) / self.n_rel + (hits * self.discounts).sum(1) /
+                      self.ideal).mean())
+
+
 def _grid_band(band: HistoryBand, states: dict[int, UserState], recommender: Recommender,
-               data: Dataset, held: dict[int, set[int]], cfg: TrainConfig, alone: bool,
-               k: int = 20) -> HistoryBand:
-    """The band's friend, popularity and social weights for users with friends (`alone`: the
-    popularity weight for users without, on every user with a history, friends unused), with
-    the best validation Recall@k + NDCG@k, ranked as `recommender` ranks (its item vectors,
-    items without information left out, seen items excluded): the retrieval score over the
+               data: Dataset, held: dict[int, set[int]], cfg: TrainConfig) -> HistoryBand:
+    """The band's friend, popularity and social weights for users with friends, with the best
+    validation Recall@20 + NDCG@20, ranked as `recommender` ranks (its item vectors, items
+    without information left out, seen items excluded): the retrieval score over the
     catalogue, its top candidates reranked with the social-proof term. The band's softmax-fit
     weights are one of the candidates, so the choice never scores below them."""
-    vectors = {u: s.vector for u, s in states.items() if s.vector is not None and (
-        len(s.history) if alone else s.friends is not None and float(s.friends.ties.sum()) > 0)}
+    vectors = {u: s.vector for u, s in states.items() if s.vector is not None and
+               s.friends is not None and float(s.friends.ties.sum()) > 0}
     users = list(vectors)
     if not users:
         return band
     items = torch.tensor(recommender.artifacts.item_vectors)  # a copy: the array is read-only
     own = torch.from_numpy(np.stack([vectors[u][:-1] for u in users]))
-    mean = torch.zeros_like(own)
+    mean = []
     social = torch.zeros(len(users), data.n_items)
     for row, u in enumerate(users):
         friends = states[u].friends
-        if alone or friends is None:
-            continue
-        mean[row] = torch.from_numpy(friends.ties @ friends.vectors[:, :-1] /
-                                     float(friends.ties.sum()))
+        assert friends is not None
+        mean.append(friends.ties @ friends.vectors[:, :-1] / float(friends.ties.sum()))
         for tie, recent in zip(friends.ties.tolist(), friends.items, strict=True):
             social[row, torch.tensor(recent, dtype=torch.int64)] += tie
     own_part = own @ items[:, :-1].T
-    friend_part = mean @ items[:, :-1].T
+    friend_part = torch.from_numpy(np.stack(mean)) @ items[:, :-1].T
     pop = items[:, -1]
     banned = _seen_mask(data.histories, users, data.n_items) | \
         ~torch.from_numpy(recommender.informed)[None, :]
     log_social = torch.log1p(social)
-    targets = _targets(held, users, data.n_items)
-    n_rel = targets.sum(1)
-    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
-    ideal = torch.cumsum(discounts, 0)[(n_rel.clamp(max=k) - 1).long()]
+    gain = _TopGain(held, users, data.n_items)
     n_cand = min(recommender.manifest.rerank.candidates, data.n_items)
-    if alone:
-        names: tuple[str, ...] = ("popularity_weight_alone",)
-        grids = [{band.popularity_weight_alone, *_floats(cfg.band_popularity_alone_grid)}]
-        friend_grid, social_grid = [0.0], [0.0]
-    else:
-        names = ("friend_weight", "popularity_weight", "social_weight")
-        friend_grid = sorted({band.friend_weight, *_floats(cfg.band_friend_grid)})
-        grids = [{band.popularity_weight, *_floats(cfg.band_popularity_grid)}]
-        social_grid = sorted({band.social_weight, *_floats(cfg.band_social_grid)})
-    best, choice = -1.0, tuple(getattr(band, n) for n in names)
-    for fw in friend_grid:
+    learned = (band.friend_weight, band.popularity_weight, band.social_weight)
+    best, choice = -1.0, learned
+    for fw in sorted({learned[0], *_floats(cfg.band_friend_grid)}):
         base = own_part + fw * friend_part
-        for pw in sorted(grids[0]):
+        for pw in sorted({learned[1], *_floats(cfg.band_popularity_grid)}):
             scores, cand = (base + pw * pop).masked_fill(banned, float("-inf")).topk(
                 n_cand, dim=1)
             extra = log_social.gather(1, cand)
-            for sw in social_grid:
-                top = (scores + sw * extra).topk(k, dim=1).indices
-                hits = targets.gather(1, cand.gather(1, top))
-                gain = float((hits.sum(1) / n_rel + (hits * discounts).sum(1) / ideal).mean())
-                if gain > best + 1e-9:
-                    best, choice = gain, ((pw,) if alone else (fw, pw, sw))
-    return band.model_copy(update=dict(zip(names, choice, strict=True)))
+            for sw in sorted({learned[2], *_floats(cfg.band_social_grid)}):
+                g = gain(scores + sw * extra, cand)
+                if g > best + 1e-9:
+                    best, choice = g, (fw, pw, sw)
+    return band.model_copy(update=dict(zip(
+        ("friend_weight", "popularity_weight", "social_weight"), choice, strict=True)))
+
+
+def _grid_alone(band: HistoryBand, states: dict[int, UserState], recommender: Recommender,
+                data: Dataset, held: dict[int, set[int]], cfg: TrainConfig) -> HistoryBand:
+    """The band's weights for a user without friends, `popularity_weight_alone` and
+    `match_weight_alone`, with the best validation Recall@20 + NDCG@20 of the band's users
+    with a history, friends unused: ranked as `recommender` ranks without friends (retrieval
+    over the catalogue, its top candidates reranked with the match term, app/serving/rerank).
+    The softmax fit's popularity weight is a grid point; a non-zero match weight must beat
+    zero by `min_rerank_gain`, as with friends."""
+    vectors = {u: s.vector for u, s in states.items() if s.vector is not None and
+               len(s.history)}
+    users = list(vectors)
+    if not users:
+        return band
+    items = torch.tensor(recommender.artifacts.item_vectors)
+    taste, pop = items[:, :-1], items[:, -1]
+    own = torch.from_numpy(np.stack([vectors[u][:-1] for u in users]))
+    own_part = own @ taste.T
+    banned = _seen_mask(data.histories, users, data.n_items) | \
+        ~torch.from_numpy(recommender.informed)[None, :]
+    gain = _TopGain(held, users, data.n_items)
+    n_cand = min(recommender.manifest.rerank.candidates, data.n_items)
+    norms = torch.from_numpy(recommender.taste_norms)
+    own_norms = own.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    weights = _floats(cfg.match_weights)
+    best: dict[float, tuple[float, float]] = {}  # match weight → (gain, popularity weight)
+    for pw in sorted({band.popularity_weight_alone, *_floats(cfg.band_popularity_alone_grid)}):
+        scores, cand = (own_part + pw * pop).masked_fill(banned, float("-inf")).topk(
+            n_cand, dim=1)
+        cos = own_part.gather(1, cand) / (norms[cand] * own_norms).clamp_min(1e-12)
+        match = cos / (1.0 + (taste[cand] - own[:, None, :]).norm(dim=2))
+        for w in weights:
+            g = gain(scores + w * match, cand)
+            if w not in best or g > best[w][0] + 1e-9:
+                best[w] = (g, pw)
+    zero = 0.0 if 0.0 in best else weights[0]
+    choice = max(best, key=lambda w: best[w][0])
+    if best[choice][0] < best[zero][0] + cfg.min_rerank_gain:
+        choice = zero
+    return band.model_copy(update={"popularity_weight_alone": best[choice][1],
+                                   "match_weight_alone": choice})
 
 
 def _match_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
@@ -458,30 +503,25 @@ def _match_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
         if not known:
             continue
         states = user_states(base, data, known, known=known)
-        # with friends, then alone (social off: the weights a user without friends is served)
-        for social, field in ((True, "match_weight"), (False, "match_weight_alone")):
-            if not social and not any(len(s.history) for s in states.values()):
-                continue  # no history and no friends: the popular list, no weights used
-            with torch.no_grad():
-                bands[b] = _grid_band(bands[b], states, base, data, held, cfg, not social)
-            results = {}
-            for w in _floats(cfg.match_weights):
-                bands[b] = bands[b].model_copy(update={field: w})
-                results[w] = run(states, social=social)
-                bar.update(1)
-                bar.set_postfix(stage=f"match {bands[b].min_items}", w=w, social=social,
-                                val_ndcg=f"{results[w]['ndcg@20']:.4f}")
-            zero = results.get(0.0, next(iter(results.values())))
-            choice = max(results, key=lambda w: gain(results[w]))
-            if gain(results[choice]) < gain(zero) + cfg.min_rerank_gain:
-                choice = 0.0 if 0.0 in results else next(iter(results))
-            bands[b] = bands[b].model_copy(update={field: choice})
-            if social:
-                chosen = results[choice]
+        with torch.no_grad():
+            bands[b] = _grid_alone(_grid_band(bands[b], states, base, data, held, cfg),
+                                   states, base, data, held, cfg)
+        results = {}
+        for w in _floats(cfg.match_weights):
+            bands[b] = bands[b].model_copy(update={"match_weight": w})
+            results[w] = run(states)
+            bar.update(1)
+            bar.set_postfix(stage=f"match {bands[b].min_items}", w=w,
+                            val_ndcg=f"{results[w]['ndcg@20']:.4f}")
+        zero = results.get(0.0, next(iter(results.values())))
+        choice = max(results, key=lambda w: gain(results[w]))
+        if gain(results[choice]) < gain(zero) + cfg.min_rerank_gain:
+            choice = 0.0 if 0.0 in results else next(iter(results))
+        bands[b] = bands[b].model_copy(update={"match_weight": choice})
         alone = run(states, social=False)
         name = f"val_band{bands[b].min_items}"
         metrics |= {f"{name}_users": float(len(known))}
-        metrics |= {f"{name}_{k}": v for k, v in chosen.items() if "@20" in k}
+        metrics |= {f"{name}_{k}": v for k, v in results[choice].items() if "@20" in k}
         metrics |= {f"{name}_no_social_{k}": v for k, v in alone.items() if "@20" in k}
     natural = user_states(recommender(), data, held)
     metrics |= {f"val_{k}": v for k, v in run(natural).items()}
@@ -679,7 +719,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                     v for (_, w), v in grid.items() if w == weight)
         # 4. per band, the match weight through the real Recommender on the validation model.
         with clock("match"), tempfile.TemporaryDirectory(prefix="socialrec-val-") as tmp, \
-                _bar("match", 2 * len(ranges) * grid_size + similar_grid, progress) as bar:
+                _bar("match", len(ranges) * grid_size + similar_grid, progress) as bar:
             _export(Path(tmp) / "model", val_data, encoder, counts_kept, cfg, bands, {},
                     "validation", {"architecture": "als-foldin"}, text, ridge, label_weight)
             bands, val_metrics = _match_grid(Path(tmp) / "model", val_data, held, band_users,
