@@ -57,6 +57,7 @@ VALIDATION_TABLE = """\
 | history bands (0, 1, 2, 3, 5, 10, 20 items): per band, friend weight, popularity weights with / without friends and social-proof weight learned on the validation users truncated to the band's lengths (≤ 800 per band); items without information never shown over informed ones; natural histories | 0.2613 | 0.2280 |
 | same, per band (validation users truncated, full / social off): ≥ 0 items 0.1819 / 0.0925, 1: 0.1929 / 0.1398, 2: 0.1978 / 0.1641, 3: 0.2170 / 0.1939, 5-9: 0.2330 / 0.2256, 10-19: 0.2417 / 0.2363, ≥ 20: 0.2594 / 0.2580 (R@20) | — | — |
 | rerank match term on the taste coordinates: weight 0 chosen in every band (grid 0, 0.5, 1, 2; e.g. ≥ 20 items N@20 0.2253 at 0 vs 0.2170 at 1 and 0.1946 at 2) | — | — |
+| friends only (n = 0), other uses of the friends on a validation harness (validation model, users with ≥ 5 kept items, full catalogue; ALS + w × friends' mean baseline 0.1806 / 0.1618 on the same users): friends' mean vector with popularity weight −0.3 × the friend weight 0.1880 / 0.1673; + friends' engagement log1p(s) or its share of the friends: best weight 0; friends weighted by mutual friends 0.1856 / 0.1658; by their degree^0.5 0.1802 / 0.1611; friends' vectors scaled to one length 0.1873 / 0.1667; fold-in of the friends' pooled items 0.1834 / 0.1631; + friends-of-friends' mean (the user left out) 0.1878 / 0.1681 at weight 0.25, lower above (left in, the user's own vector leaks back through their friends' friends: 0.197 — not usable); a ridge map of the friends' mean onto the user's own vector (5 user folds, cross-fitted) 0.1901 / 0.1696 | — | — |
 """  # noqa: E501
 
 
@@ -263,7 +264,8 @@ def serving_parameters(m: Manifest) -> str:
     bands = "; ".join(
         f"≥ {b.min_items} items: friends {b.friend_weight:.3f}, popularity "
         f"{b.popularity_weight:+.3f} (alone {b.popularity_weight_alone:+.3f}), match "
-        f"{b.match_weight:g}, social {b.social_weight:.3f}" for b in m.bands)
+        f"{b.match_weight:g} (alone {b.match_weight_alone:g}), social {b.social_weight:.3f}"
+        for b in m.bands)
     return f"rerank candidates {m.rerank.candidates}; per history band: {bands}"
 
 

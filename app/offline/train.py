@@ -15,11 +15,17 @@ Steps (test.csv is never read):
    retrieved candidates, seen items excluded as in serving). A fold-in from one item is much
    shorter than one from fifty, so one set of weights for everyone was chosen by the long
    histories and wrong for the short ones (docs/BENCHMARKS.md);
-4. each band's match weight of the rerank is chosen by a grid search through the real
-   `Recommender` over the validation model's exported artifacts, on that band's users; then
-   the similar-items parameters (app/serving/similar.py) the same way: for each validation
-   user the neighbours of one of their kept items (seeded) are scored against their held-out
-   items, first without the user (the popularity weight), then personalised (the user weight);
+4. on the validation model's exported artifacts, per band: the friend, popularity and
+   social weights are refined by a grid on the band's validation Recall@20 + NDCG@20, ranked
+   with the exported item vectors as the service ranks (the softmax fit's values are grid
+   points too: the surrogate loss was measured to leave short histories' weights off the
+   metric's optimum), then the rerank's match weight is chosen by a grid search through the
+   real `Recommender`; the weights a user without friends is served
+   (`popularity_weight_alone`, `match_weight_alone`) by a grid on the same users with the
+   social stages off, ranked with the exported item vectors; then the similar-items
+   parameters (app/serving/similar.py) the same way: for each validation user the
+   neighbours of one of their kept items (seeded) are scored against their held-out items,
+   first without the user (the popularity weight), then personalised (the user weight);
 5. ALS is refitted on all training pairs with the chosen iterations, the bands are kept, and
    the artifacts are exported with the validation metrics in the manifest. Refitting was
    measured with a nested split on lastfm-split: item factors from 80 % instead of 64 % of
@@ -105,6 +111,13 @@ class TrainConfig:
     validation_fraction: float = 0.2
     candidates: int = 200
     match_weights: str = "0,0.5,1,2"  # rerank match-weight grid (comma-separated)
+    # per-band grids searched on validation Recall@20 + NDCG@20 after the softmax fit (whose
+    # own values are candidates too): the surrogate loss alone was measured to leave the
+    # friend and popularity weights of short histories off the metric's optimum
+    band_friend_grid: str = "0.1,0.2,0.3,0.5,0.8"
+    band_popularity_grid: str = "-0.4,-0.2,-0.1,0,0.1"
+    band_social_grid: str = "0,0.03"
+    band_popularity_alone_grid: str = "-0.2,-0.1,0,0.1,0.2,0.4"
     min_rerank_gain: float = 0.001  # a non-zero match weight must beat zero by this much
     # similar items: grids of the neighbour search's popularity weight and of the user weight
     similar_popularity_weights: str = "0,0.1,0.2,0.4,0.8,1.6"
@@ -355,6 +368,113 @@ def _learn_band(band: HistoryBand, encoder: FoldInEncoder, pop: torch.Tensor,
         "social_weight": float(scorer.social_weight.item())})
 
 
+class _TopGain:
+    """Validation Recall@k + NDCG@k of `users`' held-out items, averaged over the users, for
+    candidate lists `cand` (B, C) ordered by `scores` (B, C)."""
+
+    def __init__(self, held: dict[int, set[int]], users: list[int], n_items: int,
+                 k: int = 20) -> None:
+        self.k = k
+        self.targets = _targets(held, users, n_items)
+        self.n_rel = self.targets.sum(1)
+        self.discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+        self.ideal = torch.cumsum(self.discounts, 0)[(self.n_rel.clamp(max=k) - 1).long()]
+
+    def __call__(self, scores: torch.Tensor, cand: torch.Tensor) -> float:
+        top = scores.topk(self.k, dim=1).indices
+        hits = self.targets.gather(1, cand.gather(1, top))
+        return float((hits.sum(1) / self.n_rel + (hits * self.discounts).sum(1) /
+                      self.ideal).mean())
+
+
+def _grid_band(band: HistoryBand, states: dict[int, UserState], recommender: Recommender,
+               data: Dataset, held: dict[int, set[int]], cfg: TrainConfig) -> HistoryBand:
+    """The band's friend, popularity and social weights for users with friends, with the best
+    validation Recall@20 + NDCG@20, ranked as `recommender` ranks (its item vectors, items
+    without information left out, seen items excluded): the retrieval score over the
+    catalogue, its top candidates reranked with the social-proof term. The band's softmax-fit
+    weights are one of the candidates, so the choice never scores below them."""
+    vectors = {u: s.vector for u, s in states.items() if s.vector is not None and
+               s.friends is not None and float(s.friends.ties.sum()) > 0}
+    users = list(vectors)
+    if not users:
+        return band
+    items = torch.tensor(recommender.artifacts.item_vectors)  # a copy: the array is read-only
+    own = torch.from_numpy(np.stack([vectors[u][:-1] for u in users]))
+    mean = []
+    social = torch.zeros(len(users), data.n_items)
+    for row, u in enumerate(users):
+        friends = states[u].friends
+        assert friends is not None
+        mean.append(friends.ties @ friends.vectors[:, :-1] / float(friends.ties.sum()))
+        for tie, recent in zip(friends.ties.tolist(), friends.items, strict=True):
+            social[row, torch.tensor(recent, dtype=torch.int64)] += tie
+    own_part = own @ items[:, :-1].T
+    friend_part = torch.from_numpy(np.stack(mean)) @ items[:, :-1].T
+    pop = items[:, -1]
+    banned = _seen_mask(data.histories, users, data.n_items) | \
+        ~torch.from_numpy(recommender.informed)[None, :]
+    log_social = torch.log1p(social)
+    gain = _TopGain(held, users, data.n_items)
+    n_cand = min(recommender.manifest.rerank.candidates, data.n_items)
+    learned = (band.friend_weight, band.popularity_weight, band.social_weight)
+    best, choice = -1.0, learned
+    for fw in sorted({learned[0], *_floats(cfg.band_friend_grid)}):
+        base = own_part + fw * friend_part
+        for pw in sorted({learned[1], *_floats(cfg.band_popularity_grid)}):
+            scores, cand = (base + pw * pop).masked_fill(banned, float("-inf")).topk(
+                n_cand, dim=1)
+            extra = log_social.gather(1, cand)
+            for sw in sorted({learned[2], *_floats(cfg.band_social_grid)}):
+                g = gain(scores + sw * extra, cand)
+                if g > best + 1e-9:
+                    best, choice = g, (fw, pw, sw)
+    return band.model_copy(update=dict(zip(
+        ("friend_weight", "popularity_weight", "social_weight"), choice, strict=True)))
+
+
+def _grid_alone(band: HistoryBand, states: dict[int, UserState], recommender: Recommender,
+                data: Dataset, held: dict[int, set[int]], cfg: TrainConfig) -> HistoryBand:
+    """The band's weights for a user without friends, `popularity_weight_alone` and
+    `match_weight_alone`, with the best validation Recall@20 + NDCG@20 of the band's users
+    with a history, friends unused: ranked as `recommender` ranks without friends (retrieval
+    over the catalogue, its top candidates reranked with the match term, app/serving/rerank).
+    The softmax fit's popularity weight is a grid point; a non-zero match weight must beat
+    zero by `min_rerank_gain`, as with friends."""
+    vectors = {u: s.vector for u, s in states.items() if s.vector is not None and
+               len(s.history)}
+    users = list(vectors)
+    if not users:
+        return band
+    items = torch.tensor(recommender.artifacts.item_vectors)
+    taste, pop = items[:, :-1], items[:, -1]
+    own = torch.from_numpy(np.stack([vectors[u][:-1] for u in users]))
+    own_part = own @ taste.T
+    banned = _seen_mask(data.histories, users, data.n_items) | \
+        ~torch.from_numpy(recommender.informed)[None, :]
+    gain = _TopGain(held, users, data.n_items)
+    n_cand = min(recommender.manifest.rerank.candidates, data.n_items)
+    norms = torch.from_numpy(recommender.taste_norms)
+    own_norms = own.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    weights = _floats(cfg.match_weights)
+    best: dict[float, tuple[float, float]] = {}  # match weight → (gain, popularity weight)
+    for pw in sorted({band.popularity_weight_alone, *_floats(cfg.band_popularity_alone_grid)}):
+        scores, cand = (own_part + pw * pop).masked_fill(banned, float("-inf")).topk(
+            n_cand, dim=1)
+        cos = own_part.gather(1, cand) / (norms[cand] * own_norms).clamp_min(1e-12)
+        match = cos / (1.0 + (taste[cand] - own[:, None, :]).norm(dim=2))
+        for w in weights:
+            g = gain(scores + w * match, cand)
+            if w not in best or g > best[w][0] + 1e-9:
+                best[w] = (g, pw)
+    zero = 0.0 if 0.0 in best else weights[0]
+    choice = max(best, key=lambda w: best[w][0])
+    if best[choice][0] < best[zero][0] + cfg.min_rerank_gain:
+        choice = zero
+    return band.model_copy(update={"popularity_weight_alone": best[choice][1],
+                                   "match_weight_alone": choice})
+
+
 def _match_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
                 band_users: list[dict[int, list[tuple[int, float]]]], cfg: TrainConfig,
                 bar: tqdm[Any]) -> tuple[list[HistoryBand], dict[str, float]]:
@@ -383,6 +503,9 @@ def _match_grid(folder: Path, data: Dataset, held: dict[int, set[int]],
         if not known:
             continue
         states = user_states(base, data, known, known=known)
+        with torch.no_grad():
+            bands[b] = _grid_alone(_grid_band(bands[b], states, base, data, held, cfg),
+                                   states, base, data, held, cfg)
         results = {}
         for w in _floats(cfg.match_weights):
             bands[b] = bands[b].model_copy(update={"match_weight": w})

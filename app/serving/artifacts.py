@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.serving.text import TextEncoder, TextEncoderInfo
 from app.store.seen import TagIndex
@@ -71,15 +71,34 @@ class HistoryBand(BaseModel):
 
     retrieval score = (u + friend_weight · Σ tie_f u_f / Σ tie_f) · y_i + p · popularity_i
         with p = popularity_weight, or popularity_weight_alone for a user without friends
-    final score = retrieval score + match_weight · cos/(1+dist) on the taste coordinates
-                  + social_weight · log1p(Σ ties of the friends who engaged with i)"""
+    final score = retrieval score + m · cos/(1+dist) on the taste coordinates
+                  + social_weight · log1p(Σ ties of the friends who engaged with i)
+        with m = match_weight, or match_weight_alone for a user without friends
+
+    The `_alone` weights are chosen on the band's users with the social stages off: weights
+    chosen with friends' taste in the list are wrong for a list made from the user alone."""
 
     min_items: int = Field(0, ge=0)
     friend_weight: float = 0.0
     popularity_weight: float = 0.0
     popularity_weight_alone: float = 0.0
     match_weight: float = 0.0
+    match_weight_alone: float = 0.0
     social_weight: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alone_match(cls, data: object) -> object:
+        """A manifest from before `match_weight_alone` served everyone with `match_weight`."""
+        if isinstance(data, dict) and "match_weight_alone" not in data:
+            return {**data, "match_weight_alone": data.get("match_weight", 0.0)}
+        return data
+
+    def alone(self) -> HistoryBand:
+        """The weights for a user without friends (or with the social stages off)."""
+        return self.model_copy(update={
+            "friend_weight": 0.0, "popularity_weight": self.popularity_weight_alone,
+            "match_weight": self.match_weight_alone, "social_weight": 0.0})
 
 
 def band_for(bands: list[HistoryBand], known_items: int) -> HistoryBand:

@@ -195,14 +195,16 @@ class Recommender:
     def taste(self, user: UserState, friends: Friends | None,
               catalog: CatalogView | None = None) -> tuple[np.ndarray, np.ndarray, HistoryBand]:
         """The user's own vector, the retrieval vector (blended with the friends' and ending in
-        the popularity weight of the user's history band) and that band."""
+        the popularity weight of the user's history band) and that band's weights as they
+        apply to this user (its `alone` weights without friends)."""
         band = self.manifest.band(len(user.history))
+        if friends is None:
+            band = band.alone()
         own = user.vector if user.vector is not None else self.encode(
             [user.history if catalog is None else catalog.encoder_history(user.history)])[0]
         vector = (own if friends is None else blend(own, friends.vectors, friends.ties,
                                                     band.friend_weight)).copy()
-        vector[-1] = band.popularity_weight_alone if friends is None else \
-            band.popularity_weight
+        vector[-1] = band.popularity_weight
         return own, vector, band
 
     def _personal(self, user: UserState, friends: Friends | None, query: Query,

@@ -331,6 +331,25 @@ def test_band_is_chosen_by_the_number_of_known_items(toy: Recommender) -> None:
     assert _items(rec, two, Query(k=2)) == [1, 2]
 
 
+def test_a_user_without_friends_is_served_the_bands_alone_weights(tmp_path: Path) -> None:
+    rec = _toy(tmp_path / "model", VECTORS,
+               [HistoryBand(match_weight=0.0, match_weight_alone=1.0)])
+    u = VECTORS[0]  # alice's one item
+
+    def scores(state: UserState, **flags: bool) -> tuple[list[float], np.ndarray]:
+        items = rec.recommend(state, Query(k=3), **flags).items
+        return [s.score for s in items], VECTORS[[s.item for s in items]]
+
+    got, y = scores(UserState(history=History.of(HISTORIES["alice"])))
+    np.testing.assert_allclose(got, y @ u + match(u[:-1], y[:, :-1]), atol=1e-5)
+    got, y = scores(_state(rec, "alice"), social=False)  # the no-social ablation: the same
+    np.testing.assert_allclose(got, y @ u + match(u[:-1], y[:, :-1]), atol=1e-5)
+    got, y = scores(_state(rec, "alice"))  # with her friend: the band's own match weight 0
+    np.testing.assert_allclose(got, y @ u, atol=1e-5)
+    # a manifest written before the alone match weight served everyone with match_weight
+    assert HistoryBand.model_validate({"match_weight": 0.5}).match_weight_alone == 0.5
+
+
 def test_items_without_information_never_outrank_informed_ones(
         tmp_path: Path) -> None:
     vectors = VECTORS.copy()
