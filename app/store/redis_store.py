@@ -525,7 +525,8 @@ class RedisStore:
             replies = await pipe.execute()
         followers, followed = (sorted(_s(u) for u in reply) for reply in replies)
         calls: list[ScriptCall] = [
-            (_UNLINK_FOLLOWER, [k.friends(a), k.followed(a)], [user_id]) for a in followers]
+            (_UNLINK_FOLLOWER, [k.friends(a), k.followed(a), k.ranked(a)], [user_id])
+            for a in followers]
         calls += [(_UNLINK_FOLLOWED, [k.followers(f)], [user_id]) for f in followed]
         unlinked = await self._run_scripts(calls) if calls else []
         links = sum(int(r) for r in unlinked[:len(followers)])

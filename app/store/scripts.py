@@ -122,9 +122,11 @@ return redis.call('SADD', KEYS[1], ARGV[1])
 # Erasure (app.store.erase): each script in one slot; the caller runs them in an order that a
 # retry can finish (the reverse index is deleted last).
 UNLINK_FROM_FOLLOWER = """
--- KEYS: the follower's friends, followed; ARGV: the erased user
+-- KEYS: the follower's friends, followed, ranked list; ARGV: the erased user
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[1])
+-- the follower's cached list may name the user among the friends who engaged
+redis.call('DEL', KEYS[3])
 return removed
 """
 
