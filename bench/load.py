@@ -730,6 +730,8 @@ def build_section(res: dict[str, Any], command: str) -> tuple[str, dict[str, flo
         f"lastfm artifacts ({res['items']:,} items, model `{res['model']}`, index "
         f"{res.get('index', '?').strip()}), "
         f"{res['users']:,} users loaded into a fresh redis-server of the benchmark's own. "
+        "The service runs with `SOCIALREC_CACHE_TTL_S=0`: every request computes its list "
+        "(the list cache has its own section below). "
         f"Saturation: wrk, {one['connections']} connections per worker, {res['duration']:g} s "
         f"per run, {res['rounds']} rounds alternating /healthz and /recommend (median shown); "
         "every /recommend picks a random known user (k=20), ~10 % with explain=true, after a "
