@@ -38,6 +38,10 @@ class Metrics:
                                   "events skipped because their event_id was seen", registry=r)
         self.strategies = Counter("socialrec_recommend_strategy_total",
                                   "recommendation lists by strategy", ["strategy"], registry=r)
+        self.list_cache = Counter("socialrec_list_cache_total",
+                                  "GET /recommend answers by the ranked-list cache: hit, miss "
+                                  "(computed and stored) or off (not asked: TTL 0, social=false "
+                                  "or exclude_seen=false)", ["result"], registry=r)
         self.fallbacks = Counter("socialrec_fallback_total", "degraded or filled answers",
                                  ["reason"], registry=r)
         # A gauge, not an Info: Info has no multiprocess mode. 1 for the version served, 0 for

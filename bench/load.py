@@ -17,7 +17,19 @@
 5. POST /events with batches of 1, 10 and 100 events (1 worker, CPU 0), then a raw redis-py
    pipeline doing the same Redis writes per event (the two Lua scripts of
    app/store/scripts.py via EVALSHA, same batch sizes) in one process pinned to CPU 0;
-6. prints a table and writes the "Serving load" section of docs/BENCHMARKS.md.
+6. prints a table and writes the "Serving load" section of docs/BENCHMARKS.md;
+7. the ranked-list cache (SOCIALREC_CACHE_TTL_S), 1 worker on CPU 0, each figure a ratio to
+   the same app's /healthz in the same run: the miss path (TTL 0, every request computes); a
+   realistic mix (users drawn Zipf(1.0) over all the dataset's users, 10 % POST /events of one
+   `listen` for a user drawn the same way, the rest GET /recommend) saturated, then open loop
+   at 70 % of its capacity for p50/p99 over several windows; a harder mix (a GET right after
+   an event of the same user, pipelined on one connection, for half of the GETs); the hit
+   path alone (every user's list cached first). Hit rates come from the server's
+   socialrec_list_cache_total; Redis memory per cached list from MEMORY USAGE. Its own
+   section, "Serving load: the list cache"; `--cache-only` runs just this part.
+
+Steps 1-6 run the service with SOCIALREC_CACHE_TTL_S=0: they measure the computing path.
+Needs wrk on PATH (`apt-get install -y wrk`).
 
 All traffic goes to 127.0.0.1; every loop is bounded in time.
 """
@@ -55,6 +67,7 @@ from bench.common import (
     command_line,
     cpus_available,
     ensure_artifacts,
+    http_get,
     log,
     lua_strings,
     machine,
@@ -68,6 +81,12 @@ from bench.common import (
 )
 
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
+CACHE_BEGIN, CACHE_END = "<!-- load-cache:begin -->", "<!-- load-cache:end -->"
+CACHE_TARGETS = {"miss": 0.15, "mix": 0.30, "p99_ms": 10.0, "harder": 0.20}
+MIX_EVENT_SHARE = 0.10
+# the harder mix: the share of wrk's request pairs that are (event of u, GET u); the others
+# are two GETs, so half of all GETs follow an event of their user
+HARDER_PAIR_SHARE = 2 / 3
 EVENT_BATCHES = (1, 10, 100)
 TARGETS = {"recommend_vs_healthz": 0.30, "p99_ms": 10.0, "two_workers": 1.7,
            "events_vs_raw": 0.5}
@@ -124,6 +143,124 @@ end
 """
 
 
+def zipf_lua(users: list[str], seed: int = 5) -> str:
+    """Lua defining `zipf()`: a user drawn Zipf(1.0) (rank r with probability ∝ 1/r) over
+    `users`, whose ranks are a fixed random permutation."""
+    ranked = users[:]
+    random.Random(seed).shuffle(ranked)
+    weights = 1.0 / np.arange(1, len(ranked) + 1)
+    cdf = np.cumsum(weights) / weights.sum()
+    cdf[-1] = 1.0
+    return f"""
+local zusers = {lua_strings(ranked)}
+local zcdf = {{{",".join(f"{c:.9f}" for c in cdf)}}}
+local function zipf()
+  local r, lo, hi = math.random(), 1, #zcdf
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if zcdf[mid] < r then lo = mid + 1 else hi = mid end
+  end
+  return zusers[lo]
+end
+"""
+
+
+def mix_lua(users: list[str], items: list[str], tag: str, explain_share: float,
+            harder: bool) -> str:
+    """The realistic mix (one request per call: an event with MIX_EVENT_SHARE, else a GET,
+    users Zipf) or the harder one (two pipelined requests per call, served in order on one
+    connection: an event of u then GET u with HARDER_PAIR_SHARE, else two GETs)."""
+    body = (f"""
+  if math.random() < {HARDER_PAIR_SHARE} then
+    local u = zipf()
+    return event(u) .. get(u)
+  end
+  return get(zipf()) .. get(zipf())""" if harder else f"""
+  if math.random() < {MIX_EVENT_SHARE} then return event(zipf()) end
+  return get(zipf())""")
+    return f"""
+local items = {lua_strings(items)}
+local counter = 0
+{LUA_COMMON}
+{zipf_lua(users)}
+local function event(u)
+  counter = counter + 1
+  local body = string.format(
+    '{{"events":[{{"event_id":"{tag}-%d-%d","user_id":"%s","type":"listen","item_id":"%s","value":1}}]}}',
+    tid, counter, u, items[math.random(#items)])
+  return wrk.format("POST", "/events", {{["Content-Type"] = "application/json"}}, body)
+end
+local function get(u)
+  local path = "/recommend/" .. u .. "?k=20"
+  if math.random() < {explain_share} then path = path .. "&explain=true" end
+  return wrk.format("GET", path)
+end
+request = function(){body}
+end
+"""
+
+
+def mix_requests(users: list[str], items: list[str], n: int, tag: str, explain_share: float,
+                 seed: int) -> list[str]:
+    """`n` requests of the realistic mix for the open-loop generator, in order (each event id
+    once): GET paths and whole POST requests."""
+    rng = random.Random(seed)
+    ranked = users[:]
+    random.Random(5).shuffle(ranked)  # the ranks zipf_lua uses
+    weights = 1.0 / np.arange(1, len(ranked) + 1)
+    drawn = rng.choices(ranked, weights=weights.tolist(), k=n)
+    out = []
+    for m, user in enumerate(drawn):
+        if rng.random() < MIX_EVENT_SHARE:
+            body = json.dumps({"events": [{"event_id": f"{tag}-{m}", "user_id": user,
+                                           "type": "listen", "item_id": rng.choice(items),
+                                           "value": 1}]})
+            out.append("POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                       f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+        else:
+            out.append(f"/recommend/{user}?k=20"
+                       + ("&explain=true" if rng.random() < explain_share else ""))
+    return out
+
+
+def cache_counts(base: str) -> dict[str, float]:
+    """socialrec_list_cache_total by result, from the server's /metrics."""
+    status, body = http_get(base + "/metrics", 5.0)
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    counts = {"hit": 0.0, "miss": 0.0, "off": 0.0}
+    for line in body.decode().splitlines():
+        if line.startswith("socialrec_list_cache_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = counts.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def with_hit_rate(base: str, measure: Any) -> dict[str, Any]:
+    """`measure()` (a wrk run) with the share of its GET /recommend answered from the cache."""
+    before = cache_counts(base)
+    res = measure()
+    after = cache_counts(base)
+    hits, misses = (after[k] - before[k] for k in ("hit", "miss"))
+    res["hit_rate"] = hits / max(1.0, hits + misses)
+    return res
+
+
+def list_memory(url: str) -> dict[str, float]:
+    """MEMORY USAGE of every cached list in the benchmark's Redis."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        sizes = [client.memory_usage(k, samples=0) or 0
+                 for k in client.scan_iter(match="*:list", count=1000)]
+    finally:
+        client.close()
+    return {"lists": len(sizes), "total_bytes": float(sum(sizes)),
+            "mean_bytes": float(np.mean(sizes)) if sizes else 0.0,
+            "max_bytes": float(max(sizes, default=0))}
+
+
 def errors_note(runs: list[dict[str, float]]) -> str:
     failed = sum(int(r["errors"]) for r in runs)
     return f"; **{failed} failed requests** (not counted)" if failed else ""
@@ -132,12 +269,13 @@ def errors_note(runs: list[dict[str, float]]) -> str:
 # ----------------------------------------------------------------------------- open loop
 
 def open_loop(base_port: int, paths: list[str], rate: float, seconds: float,
-              cpus: set[int] | None = None) -> dict[str, Any]:
+              cpus: set[int] | None = None, ordered: bool = False) -> dict[str, Any]:
     """`open_loop_requests` in a fresh interpreter (optionally pinned): this process's heap (the
     dataset, earlier results) would otherwise make the generator's own GC pauses show up as
     server latency."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=OUT, delete=False) as fh:
-        json.dump({"port": base_port, "paths": paths, "rate": rate, "seconds": seconds}, fh)
+        json.dump({"port": base_port, "paths": paths, "rate": rate, "seconds": seconds,
+                   "ordered": ordered}, fh)
     try:
         out = subprocess.run([*pin(cpus), sys.executable, "-m", "bench.load",
                               "--open-loop-worker", fh.name], capture_output=True, text=True,
@@ -159,7 +297,8 @@ def _open_loop_worker(spec_file: str) -> int:
     gc.freeze()
     gc.disable()  # a bounded run: no collector pauses inside the measurement
     res = asyncio.run(open_loop_requests("127.0.0.1", spec["port"], paths, spec["rate"],
-                                 spec["seconds"], seed=7))
+                                         spec["seconds"], seed=7,
+                                         ordered=spec.get("ordered", False)))
     print(json.dumps(res))
     return 0
 
@@ -229,7 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "model": manifest.model_version,
                                "index": f"{manifest.index.kind} " + ", ".join(
                                    f"{k} {v}" for k, v in manifest.index.params.items()),
-                               "duration": args.duration,
+                               "duration": args.duration, "connections": args.connections,
                                "rounds": args.rounds, "latency_seconds": args.latency_seconds}
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="load-", dir=OUT))
@@ -237,7 +376,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         restrict(load_cpus, redis_server.pid, 0)
         log(f"redis-server {redis_server.url} (pid {redis_server.pid}); socialrec load")
-        env = bootstrap(artifacts, data_dir, redis_server.url)
+        # steps 1-6 measure the computing path (step 7 sets its own TTL)
+        env = dict(bootstrap(artifacts, data_dir, redis_server.url), SOCIALREC_CACHE_TTL_S="0")
         rec_lua = work / "recommend.lua"
         rec_lua.write_text(recommend_lua(users, args.explain_share))
         d, conns = args.duration, args.connections
@@ -258,75 +398,250 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"healthz": health, "recommend": recommend, "connections": c,
                     "threads": threads}
 
-        # 1 worker
-        server = Server(free_port(), 1, env, server_cpus, work / "serve-1.log")
-        try:
-            server.wait_ready()
-            one = saturate(server, 1, load_cpus, 1)
-            capacity = float(np.median([r["rps"] for r in one["recommend"]]))
-            rate = args.latency_load * capacity
-            log(f"open loop at {rate:.0f} req/s ({args.latency_load:.0%} of {capacity:.0f})")
-            rng = random.Random(3)
-            paths = [f"/recommend/{rng.choice(users)}?k=20"
-                     + ("&explain=true" if rng.random() < args.explain_share else "")
-                     for _ in range(20000)]
-            windows = []
-            for w in range(args.rounds):  # several windows: one stall of the VM is one window
-                windows.append(open_loop(server.port, paths[w::args.rounds], rate,
-                                         args.latency_seconds, load_cpus))
-                log(f"open loop window {w + 1}: p50 {windows[-1]['p50_ms']:.2f} ms, p99 "
-                    f"{windows[-1]['p99_ms']:.2f} ms, max {windows[-1]['max_ms']:.1f} ms, "
-                    f"errors {windows[-1]['errors']}")
-            one["open_loop_windows"] = windows
-            one["open_loop"] = sorted(windows, key=lambda r: r["p99_ms"])[len(windows) // 2]
-            # the same generator, rate and connections on the cheapest route: what of the p99
-            # is the measurement's own (generator, loopback, event loop) and not /recommend's
-            one["open_loop_floor"] = open_loop(server.port, ["/healthz"] * 1000, rate,
-                                               args.latency_seconds, load_cpus)
-            log(f"open loop on /healthz: p99 {one['open_loop_floor']['p99_ms']:.2f} ms")
-        finally:
-            server.stop()
-        results["one"] = one
+        if not args.cache_only:
+            # 1 worker
+            server = Server(free_port(), 1, env, server_cpus, work / "serve-1.log")
+            try:
+                server.wait_ready()
+                one = saturate(server, 1, load_cpus, 1)
+                capacity = float(np.median([r["rps"] for r in one["recommend"]]))
+                rate = args.latency_load * capacity
+                log(f"open loop at {rate:.0f} req/s ({args.latency_load:.0%} of {capacity:.0f})")
+                rng = random.Random(3)
+                paths = [f"/recommend/{rng.choice(users)}?k=20"
+                         + ("&explain=true" if rng.random() < args.explain_share else "")
+                         for _ in range(20000)]
+                windows = []
+                for w in range(args.rounds):  # several windows: one stall of the VM is one window
+                    windows.append(open_loop(server.port, paths[w::args.rounds], rate,
+                                             args.latency_seconds, load_cpus))
+                    log(f"open loop window {w + 1}: p50 {windows[-1]['p50_ms']:.2f} ms, p99 "
+                        f"{windows[-1]['p99_ms']:.2f} ms, max {windows[-1]['max_ms']:.1f} ms, "
+                        f"errors {windows[-1]['errors']}")
+                one["open_loop_windows"] = windows
+                one["open_loop"] = sorted(windows, key=lambda r: r["p99_ms"])[len(windows) // 2]
+                # the same generator, rate and connections on the cheapest route: what of the p99
+                # is the measurement's own (generator, loopback, event loop) and not /recommend's
+                one["open_loop_floor"] = open_loop(server.port, ["/healthz"] * 1000, rate,
+                                                   args.latency_seconds, load_cpus)
+                log(f"open loop on /healthz: p99 {one['open_loop_floor']['p99_ms']:.2f} ms")
+            finally:
+                server.stop()
+            results["one"] = one
 
-        # 2 workers: the server on both CPUs, and so are wrk and Redis
-        restrict(both, redis_server.pid, 0)
-        server = Server(free_port(), 2, env, both, work / "serve-2.log")
-        try:
-            server.wait_ready()
-            results["two"] = saturate(server, 2, both, 2)
-        finally:
-            server.stop()
-        restrict(load_cpus, redis_server.pid, 0)
+            # 2 workers: the server on both CPUs, and so are wrk and Redis
+            restrict(both, redis_server.pid, 0)
+            server = Server(free_port(), 2, env, both, work / "serve-2.log")
+            try:
+                server.wait_ready()
+                results["two"] = saturate(server, 2, both, 2)
+            finally:
+                server.stop()
+            restrict(load_cpus, redis_server.pid, 0)
 
-        # events: the service (1 worker) and then the raw pipeline on the server's CPU
-        server = Server(free_port(), 1, env, server_cpus, work / "serve-events.log")
-        events: dict[int, dict[str, float]] = {}
-        try:
-            server.wait_ready()
+            # events: the service (1 worker) and then the raw pipeline on the server's CPU
+            server = Server(free_port(), 1, env, server_cpus, work / "serve-events.log")
+            events: dict[int, dict[str, float]] = {}
+            try:
+                server.wait_ready()
+                for batch in EVENT_BATCHES:
+                    script = work / f"events-{batch}.lua"
+                    script.write_text(events_lua(users, items, batch, f"{tag}-svc{batch}"))
+                    res = checked(wrk(server.base + "/events", d, conns, 1, load_cpus, script),
+                                  f"POST /events ×{batch}")
+                    events[batch] = {"requests_per_s": res["rps"],
+                                     "events_per_s": res["rps"] * batch,
+                                     "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
+                                     "errors": res["errors"], "requests": res["requests"]}
+                    log(f"POST /events ×{batch}: {events[batch]['events_per_s']:.0f} events/s")
+            finally:
+                server.stop()
+            restrict(server_cpus, 0)
+            raw = {}
             for batch in EVENT_BATCHES:
-                script = work / f"events-{batch}.lua"
-                script.write_text(events_lua(users, items, batch, f"{tag}-svc{batch}"))
-                res = checked(wrk(server.base + "/events", d, conns, 1, load_cpus, script),
-                              f"POST /events ×{batch}")
-                events[batch] = {"requests_per_s": res["rps"], "events_per_s": res["rps"] * batch,
-                                 "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
-                                 "errors": res["errors"], "requests": res["requests"]}
-                log(f"POST /events ×{batch}: {events[batch]['events_per_s']:.0f} events/s")
-        finally:
-            server.stop()
-        restrict(server_cpus, 0)
-        raw = {}
-        for batch in EVENT_BATCHES:
-            raw[batch] = raw_events(redis_server.url, batch, d, users, items,
-                                    f"{tag}-raw{batch}", weights)
-            log(f"raw redis-py ×{batch}: {raw[batch]['events_per_s']:.0f} events/s")
-        if pinned:
-            os.sched_setaffinity(0, cpus)
-        results["events"], results["raw"] = events, raw
+                raw[batch] = raw_events(redis_server.url, batch, d, users, items,
+                                        f"{tag}-raw{batch}", weights)
+                log(f"raw redis-py ×{batch}: {raw[batch]['events_per_s']:.0f} events/s")
+            if pinned:
+                os.sched_setaffinity(0, cpus)
+            results["events"], results["raw"] = events, raw
+        results["cache"] = run_cache(args, env, users, items, work, redis_server.url, tag,
+                                     server_cpus, load_cpus)
     finally:
         redis_server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
+              items: list[str], work: Path, redis_url: str, tag: str,
+              server_cpus: set[int] | None, load_cpus: set[int] | None) -> dict[str, Any]:
+    """Step 7 of the module's docstring."""
+    from app.tools.local_redis import free_port
+
+    d, conns = args.duration, args.connections
+    rec_lua = work / "recommend.lua"
+    rec_lua.write_text(recommend_lua(users, args.explain_share))
+    out: dict[str, Any] = {"ttl_s": args.cache_ttl}
+
+    # the miss path: no list cache
+    server = Server(free_port(), 1, dict(env, SOCIALREC_CACHE_TTL_S="0"), server_cpus,
+                    work / "serve-miss.log")
+    try:
+        server.wait_ready()
+        log("miss path: warm-up (every user's vector cached)")
+        wrk(server.base + "/recommend/x", min(5.0, d), conns, 1, load_cpus, rec_lua)
+        out["miss_healthz"], out["miss"] = [], []
+        for r in range(args.rounds):
+            out["miss_healthz"].append(checked(
+                wrk(server.base + "/healthz", d, conns, 1, load_cpus), "/healthz"))
+            out["miss"].append(checked(
+                wrk(server.base + "/recommend/x", d, conns, 1, load_cpus, rec_lua),
+                "/recommend, TTL 0"))
+            log(f"miss path round {r + 1}: /healthz {out['miss_healthz'][-1]['rps']:.0f}, "
+                f"/recommend {out['miss'][-1]['rps']:.0f} req/s")
+    finally:
+        server.stop()
+
+    server = Server(free_port(), 1, dict(env, SOCIALREC_CACHE_TTL_S=str(args.cache_ttl)),
+                    server_cpus, work / "serve-cache.log")
+    try:
+        server.wait_ready()
+        base = server.base
+
+        def run_mix(name: str, harder: bool, seconds: float) -> dict[str, Any]:
+            script = work / f"{name}.lua"
+            script.write_text(mix_lua(users, items, f"{tag}-{name}", args.explain_share,
+                                      harder))
+            return with_hit_rate(base, lambda: checked(
+                wrk(base + "/recommend/x", seconds, conns, 1, load_cpus, script), name))
+
+        log("cache on: warm-up with the realistic mix")
+        run_mix("mix-warm", False, min(5.0, d))
+        for key in ("healthz", "mix", "harder", "hit"):
+            out[key] = []
+        for r in range(args.rounds):
+            out["healthz"].append(checked(wrk(base + "/healthz", d, conns, 1, load_cpus),
+                                          "/healthz"))
+            out["mix"].append(run_mix(f"mix{r}", False, d))
+            out["harder"].append(run_mix(f"harder{r}", True, d))
+            # the hit path: every user's list cached by a warm-up, then measured at once
+            wrk(base + "/recommend/x", min(5.0, d), conns, 1, load_cpus, rec_lua)
+            out["hit"].append(with_hit_rate(base, lambda: checked(
+                wrk(base + "/recommend/x", d, conns, 1, load_cpus, rec_lua), "hit path")))
+            log(f"cache round {r + 1}: /healthz {out['healthz'][-1]['rps']:.0f}, mix "
+                f"{out['mix'][-1]['rps']:.0f} (hits {out['mix'][-1]['hit_rate']:.0%}), harder "
+                f"{out['harder'][-1]['rps']:.0f} (hits {out['harder'][-1]['hit_rate']:.0%}), "
+                f"hit path {out['hit'][-1]['rps']:.0f} req/s "
+                f"(hits {out['hit'][-1]['hit_rate']:.0%})")
+        out["memory"] = list_memory(redis_url)
+        log(f"cached lists: {out['memory']['lists']}, mean "
+            f"{out['memory']['mean_bytes']:.0f} bytes")
+
+        capacity = med(out["mix"])
+        rate = args.latency_load * capacity
+        log(f"mix open loop at {rate:.0f} req/s ({args.latency_load:.0%} of {capacity:.0f})")
+        windows = []
+        for w in range(args.rounds):
+            n = int(rate * args.latency_seconds * 1.3) + 100
+            requests = mix_requests(users, items, n, f"{tag}-ol{w}", args.explain_share,
+                                    seed=w)
+            windows.append(with_hit_rate(base, lambda reqs=requests: open_loop(
+                server.port, reqs, rate, args.latency_seconds, load_cpus, ordered=True)))
+            log(f"mix open loop window {w + 1}: p50 {windows[-1]['p50_ms']:.2f} ms, p99 "
+                f"{windows[-1]['p99_ms']:.2f} ms, errors {windows[-1]['errors']}, hits "
+                f"{windows[-1]['hit_rate']:.0%}")
+        out["open_loop_windows"] = windows
+        out["open_loop"] = sorted(windows, key=lambda r: r["p99_ms"])[len(windows) // 2]
+    finally:
+        server.stop()
+    return out
+
+
+def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[str, float]]:
+    c = res["cache"]
+    h0, h1 = med(c["miss_healthz"]), med(c["healthz"])
+    miss, mix, harder, hit = (med(c[k]) for k in ("miss", "mix", "harder", "hit"))
+    ol, windows = c["open_loop"], c["open_loop_windows"]
+    ratios = {"miss": miss / h0, "mix": mix / h1, "harder": harder / h1, "hit": hit / h1,
+              "p99_ms": ol["p99_ms"]}
+
+    def verdict(key: str) -> str:
+        value, target = ratios[key], CACHE_TARGETS[key]
+        ok = value <= target if key == "p99_ms" else value >= target
+        return ("≤ " if key == "p99_ms" else "≥ ") + f"{target:g}" + \
+            (" ms" if key == "p99_ms" else " × healthz") + (": met" if ok else ": **missed**")
+
+    def rounds(runs: list[dict[str, Any]]) -> str:
+        return " / ".join(f"{r['rps']:,.0f}" for r in runs)
+
+    def hits(runs: list[dict[str, Any]]) -> str:
+        return " / ".join(f"{r['hit_rate']:.0%}" for r in runs)
+
+    def row(name: str, runs: list[dict[str, Any]], healthz: float, key: str | None,
+            extra: str = "") -> list[str]:
+        value = med(runs)
+        return [name, f"{value:,.0f} req/s (rounds {rounds(runs)}){extra}; p50 "
+                f"{med(runs, 'p50_ms'):.1f} ms, p99 {med(runs, 'p99_ms'):.1f} ms"
+                + busy_note(runs) + errors_note(runs),
+                f"{value / healthz:.2f} × healthz", verdict(key) if key else ""]
+
+    mem = c["memory"]
+    rows = [["measurement", "result", "ratio", "target"],
+            ["GET /healthz, TTL 0 server", f"{h0:,.0f} req/s (rounds "
+             f"{rounds(c['miss_healthz'])})", "1.00", ""],
+            row("miss path: GET /recommend, SOCIALREC_CACHE_TTL_S=0", c["miss"], h0, "miss"),
+            ["GET /healthz, cache on", f"{h1:,.0f} req/s (rounds {rounds(c['healthz'])})",
+             "1.00", ""],
+            row("realistic mix: Zipf(1.0) users, 10 % POST /events (1 event), 90 % GET "
+                "/recommend", c["mix"], h1, "mix", f"; list cache hit rate {hits(c['mix'])}"),
+            [f"realistic mix, open loop at {ol['rate']:,.0f} req/s (70 % of its capacity), "
+             f"{len(windows)} windows of {res['latency_seconds']:g} s",
+             f"window with the median p99: p50 {ol['p50_ms']:.2f} ms, p90 {ol['p90_ms']:.2f} "
+             f"ms, p99 {ol['p99_ms']:.2f} ms, max {ol['max_ms']:.1f} ms; p99 of each window "
+             + " / ".join(f"{w['p99_ms']:.1f}" for w in windows) + " ms; hit rate "
+             + " / ".join(f"{w['hit_rate']:.0%}" for w in windows) + f"; "
+             f"{sum(w['sent'] for w in windows):,} requests, "
+             f"{sum(w['errors'] for w in windows)} errors",
+             f"{ol['achieved'] / mix:.2f} × capacity sent", verdict("p99_ms")],
+            row("harder mix: half of the GETs right after an event of the same user "
+                "(pipelined on one connection), a third of all requests events",
+                c["harder"], h1, "harder", f"; list cache hit rate {hits(c['harder'])}"),
+            row("hit path alone: GET /recommend, uniform users, all cached", c["hit"], h1,
+                None, f"; hit rate {hits(c['hit'])}")]
+    lines = [
+        CACHE_BEGIN,
+        "## Serving load: the list cache",
+        "",
+        f"The same artifacts and Redis as the section above ({res['users']:,} users, "
+        f"{res['items']:,} items), `socialrec serve --workers 1` pinned to CPU {SERVER_CPU}, "
+        f"wrk ({args_note(res)}) and redis-server on CPU {LOAD_CPU}; every ratio is to the "
+        "same server's /healthz in the same run. The miss path runs a server with "
+        "`SOCIALREC_CACHE_TTL_S=0` (the vector cache warm, as above); the other rows one with "
+        f"`SOCIALREC_CACHE_TTL_S={c['ttl_s']}`. Users are drawn Zipf(1.0) over all "
+        f"{res['users']:,} users (ranks a fixed random permutation); each event is one "
+        "`listen` of a random item with a new event id, so it deletes its user's list. Hit "
+        "rates are the server's own count (`socialrec_list_cache_total`) over each run. "
+        "The open loop replays a fixed sequence of the mix (POSTs included) with Poisson "
+        "arrivals, as in the section above.",
+        "",
+        table(rows),
+        "",
+        f"Redis memory of the cached lists at the end of the saturated runs: {mem['lists']:,} "
+        f"lists, {mem['mean_bytes']:,.0f} bytes each on average (max {mem['max_bytes']:,.0f}; "
+        f"`MEMORY USAGE`), {mem['total_bytes'] / 1e6:.2f} MB in all.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"Command: `{command}`",
+        CACHE_END,
+    ]
+    return "\n".join(lines) + "\n", ratios
+
+
+def args_note(res: dict[str, Any]) -> str:
+    return (f"{res['connections']} connections, {res['duration']:g} s per run, "
+            f"{res['rounds']} rounds, median shown")
 
 
 def med(runs: list[dict[str, float]], key: str = "rps") -> float:
@@ -415,6 +730,8 @@ def build_section(res: dict[str, Any], command: str) -> tuple[str, dict[str, flo
         f"lastfm artifacts ({res['items']:,} items, model `{res['model']}`, index "
         f"{res.get('index', '?').strip()}), "
         f"{res['users']:,} users loaded into a fresh redis-server of the benchmark's own. "
+        "The service runs with `SOCIALREC_CACHE_TTL_S=0`: every request computes its list "
+        "(the list cache has its own section below). "
         f"Saturation: wrk, {one['connections']} connections per worker, {res['duration']:g} s "
         f"per run, {res['rounds']} rounds alternating /healthz and /recommend (median shown); "
         "every /recommend picks a random known user (k=20), ~10 % with explain=true, after a "
@@ -456,19 +773,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=15.0,
                         help="seconds per open-loop window (--rounds windows)")
     parser.add_argument("--explain-share", type=float, default=0.1)
+    parser.add_argument("--cache-ttl", type=int, default=30,
+                        help="SOCIALREC_CACHE_TTL_S of the list-cache runs")
+    parser.add_argument("--cache-only", action="store_true",
+                        help="only the list-cache measurements (step 7)")
     parser.add_argument("--json", type=Path, default=OUT / "load.json")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args(argv)
     for tool in ("wrk",):
         if not shutil.which(tool):
-            raise SystemExit(f"error: {tool} not found; apt-get install -y wrk hey")
+            raise SystemExit(f"error: {tool} not found: bench/load needs it on PATH "
+                             "(apt-get install -y wrk)")
     OUT.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    section, ratios = build_section(results, command_line("load", argv))
-    results["ratios"] = ratios
+    command = command_line("load", argv)
     args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    publish(section, "load", args.docs, BEGIN, END, args.no_docs)
+    if not args.cache_only:
+        section, results["ratios"] = build_section(results, command)
+        publish(section, "load", args.docs, BEGIN, END, args.no_docs)
+    section, results["cache_ratios"] = build_cache_section(results, command)
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    publish(section, "load-cache", args.docs, CACHE_BEGIN, CACHE_END, args.no_docs)
     return 0
 
 

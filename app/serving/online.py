@@ -16,7 +16,15 @@ from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, History
 from app.serving.pipeline import Friends, Query, Recommendation, Recommender, Scored, UserState
 from app.serving.popular import Popularity
-from app.store.redis_store import STORE_ERRORS, RedisStore, VectorState, decode_history
+from app.serving.ranked import decode_ranked, encode_ranked
+from app.store.redis_store import (
+    STORE_ERRORS,
+    CachedVector,
+    RedisStore,
+    UserRead,
+    VectorState,
+    decode_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,7 @@ class Served:
     recommendation: Recommendation
     model_version: str
     degraded: bool
+    cache: str = "off"  # the list cache: "hit", "miss" (computed here) or "off" (not asked)
 
 
 @dataclass(frozen=True)
@@ -79,21 +88,45 @@ def cacheable(rec: Recommender, read: Sequence[tuple[str, float]]) -> bool:
 
 
 async def recommend(rec: Recommender, store: RedisStore, req: Request,
-                    popular: Popularity | None = None,
-                    catalog: CatalogView | None = None) -> Served:
-    """`catalog`: the live catalogue of `rec` (availability, live items, their metadata)."""
+                    popular: Popularity | None = None, catalog: CatalogView | None = None,
+                    cache_ttl_s: int = 0) -> Served:
+    """`catalog`: the live catalogue of `rec` (availability, live items, their metadata).
+    `cache_ttl_s` > 0: serve from the user's cached ranked list of this model when one
+    fills k after the request's filters, else compute it, store it for that long, and serve
+    from it (the full path when it cannot fill k). The user's own events delete the list
+    (app.store.scripts), so only friends' behaviour waits for the TTL."""
     lookup = rec.artifacts.catalog.index.get if catalog is None else catalog.lookup
     query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
                   exclude=np.fromiter((n for i in req.exclude if (n := lookup(i)) is not None),
                                       np.int64))
+    # the cached list is the social list with seen items excluded
+    cached = cache_ttl_s > 0 and req.social and req.exclude_seen
+    max_friends = rec.manifest.blend.max_friends
     try:
-        state = await _user_state(rec, store, req.user_id, catalog)
+        read = await store.read_user(req.user_id, rec.version, max_friends, ranked=cached)
+        if read.ranked is not None:
+            ranked = decode_ranked(read.ranked, catalog)
+            hit = None if ranked is None else rec.from_ranked(ranked, query, catalog)
+            if hit is not None:
+                return Served(hit, rec.version, False, "hit")
+            read = await store.read_user(req.user_id, rec.version, max_friends)
+        state = await _state(rec, store, req.user_id, read, catalog)
     except STORE_ERRORS as exc:
         log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
         return Served(rec.recommend(UserState(), query, popular=popular, catalog=catalog),
                       rec.version, True)
-    return Served(rec.recommend(state, query, social=req.social, popular=popular,
-                                catalog=catalog), rec.version, False)
+    if not cached:
+        return Served(rec.recommend(state, query, social=req.social, popular=popular,
+                                    catalog=catalog), rec.version, False)
+    ranked = rec.ranked(state, catalog)
+    if read.lease is not None:
+        await _save_ranked_quietly(store, req.user_id, read.lease, rec,
+                                   encode_ranked(ranked, len(rec.artifacts.catalog.ids), catalog),
+                                   cache_ttl_s)
+    served = rec.from_ranked(ranked, query, catalog)
+    if served is None:
+        served = rec.recommend(state, query, popular=popular, catalog=catalog)
+    return Served(served, rec.version, False, "miss")
 
 
 async def similar(rec: Recommender, store: RedisStore, req: SimilarRequest,
@@ -127,9 +160,17 @@ async def similar(rec: Recommender, store: RedisStore, req: SimilarRequest,
 
 async def _user_state(rec: Recommender, store: RedisStore, user_id: str,
                       catalog: CatalogView | None = None) -> UserState:
-    raw = await store.user_raw(user_id, rec.version, rec.manifest.blend.max_friends)
+    read = await store.read_user(user_id, rec.version, rec.manifest.blend.max_friends)
+    return await _state(rec, store, user_id, read, catalog)
+
+
+async def _state(rec: Recommender, store: RedisStore, user_id: str, read: UserRead,
+                 catalog: CatalogView | None = None) -> UserState:
+    raw = read.raw
+    assert raw is not None
     friends = await _friends(rec, store, [f for f, _ in raw.friends],
-                             np.asarray([w for _, w in raw.friends], dtype=np.float32), catalog)
+                             np.asarray([w for _, w in raw.friends], dtype=np.float32),
+                             read.friend_entries, catalog)
     seen = rec.artifacts.catalog.tags.indices(raw.seen)
     if catalog is not None and catalog.ids:
         seen = np.concatenate([seen, catalog.seen_live(raw.seen)])
@@ -138,26 +179,27 @@ async def _user_state(rec: Recommender, store: RedisStore, user_id: str,
         entry = raw.entry
         return UserState(history=History(entry.items, entry.weights), friends=friends,
                          vector=entry.vector, seen=seen)
-    read = decode_history(raw.history)
-    history = known_history(rec, read, catalog)
+    stored = decode_history(raw.history)
+    history = known_history(rec, stored, catalog)
     vector = None
     if len(history):
         vector = rec.encode([history if catalog is None
                              else catalog.encoder_history(history)])[0]
-        if cacheable(rec, read):
+        if cacheable(rec, stored):
             await _cache_quietly(store, {user_id: VectorState(vector, history.items,
-                                                              history.weights, read)},
+                                                              history.weights, stored)},
                                  rec.version)
     return UserState(history=history, friends=friends, vector=vector, seen=seen)
 
 
-async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
-                   ties: np.ndarray, catalog: CatalogView | None = None) -> Friends:
-    """Friends with a known history: their vectors and recent items from the vector cache,
-    where each entry carries the history it was encoded from (so no friend's history is read
-    or parsed while their entry lives); the others' histories are read in one round trip,
-    encoded together and cached with their history."""
-    cached = await store.cached_vectors(ids, rec.version)
+async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np.ndarray,
+                   cached: list[CachedVector | None],
+                   catalog: CatalogView | None = None) -> Friends:
+    """Friends with a known history: their vectors and recent items from their vector cache
+    entries (`cached`, read with the user), where each entry carries the history it was
+    encoded from (so no friend's history is read or parsed while their entry lives); the
+    others' histories are read in one round trip, encoded together and cached with their
+    history."""
     vectors: dict[int, np.ndarray] = {}
     known: list[History] = [EMPTY_HISTORY] * len(ids)
     stale = []
@@ -186,6 +228,15 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str],
     return Friends(ids=[ids[n] for n in keep],
                    vectors=np.stack([vectors[n] for n in keep]).reshape(len(keep), dim),
                    ties=ties[keep], items=[known[n].items for n in keep])
+
+
+async def _save_ranked_quietly(store: RedisStore, user_id: str, lease: bytes,
+                               rec: Recommender, body: bytes, ttl_s: int) -> None:
+    """A failed list write only costs a recomputation next time."""
+    try:
+        await store.save_ranked(user_id, lease, rec.version, body, ttl_s)
+    except STORE_ERRORS as exc:
+        log.info("list cache write failed: %s", type(exc).__name__)
 
 
 async def _cache_quietly(store: RedisStore, states: dict[str, VectorState],

@@ -104,6 +104,35 @@ class Recommendation:
     items: list[Scored]
 
 
+BASES = tuple(Basis)  # a basis by its code in `Ranked.basis`
+_POPULARITY_CODE = BASES.index(Basis.POPULARITY)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A user's personal list before the per-request filters (k, exclude, categories) and
+    without the popular fill: what the list cache holds (app.serving.ranked). Its first k
+    items are the personal part of the unfiltered list of length k."""
+
+    strategy: Strategy
+    items: np.ndarray  # item indices, best first (int64; -1: an item not known here)
+    scores: np.ndarray  # (float32)
+    basis: np.ndarray  # codes into BASES (uint8)
+    friends: dict[int, tuple[str, ...]]  # list position → the friends who engaged
+
+    @classmethod
+    def empty(cls, strategy: Strategy) -> Ranked:
+        return cls(strategy, NO_ITEMS, np.zeros(0, dtype=np.float32),
+                   np.zeros(0, dtype=np.uint8), {})
+
+    def scored(self, picked: np.ndarray) -> list[Scored]:
+        """The items at list positions `picked`."""
+        return [Scored(i, s, self.friends.get(p, ()), basis=BASES[b])
+                for p, i, s, b in zip(picked.tolist(), self.items[picked].tolist(),
+                                      self.scores[picked].tolist(),
+                                      self.basis[picked].tolist(), strict=True)]
+
+
 @dataclass(frozen=True)
 class _Engaged:
     """Which friends engaged with which of `n` candidates: (candidate position, friend
@@ -186,11 +215,41 @@ class Recommender:
         allowed = self._allowed(query.categories, query.within, catalog)
         scored: list[Scored] = []
         if strategy is not Strategy.POPULAR:
-            scored = self._personal(user, friends if has_friends else None, query, banned,
-                                    allowed, rerank_stage, catalog)
+            personal = self._personal(user, friends if has_friends else None, query, banned,
+                                      allowed, rerank_stage, catalog, strategy)
+            scored = personal.scored(np.arange(len(personal.items)))
         if len(scored) < query.k:
             scored += self._fill(scored, query.k, banned, allowed, popular)
         return Recommendation(strategy, scored)
+
+    def ranked(self, user: UserState, catalog: CatalogView | None = None) -> Ranked:
+        """The user's list as `recommend` ranks it for the longest k the rerank orders, with
+        seen items excluded and no other filter: what `from_ranked` serves requests from."""
+        friends = user.friends if user.friends is not None and user.friends.ids else None
+        strategy = choose_strategy(len(user.history) > 0, friends is not None)
+        if strategy is Strategy.POPULAR:
+            return Ranked.empty(strategy)
+        query = Query(k=self.manifest.rerank.candidates)
+        return self._personal(user, friends, query, self._banned(user, query, catalog), None,
+                              True, catalog, strategy)
+
+    def from_ranked(self, ranked: Ranked, query: Query,
+                    catalog: CatalogView | None = None) -> Recommendation | None:
+        """The request's list from a `ranked` one, filtered now by the catalogue's current
+        availability, `exclude` and categories; None when it cannot fill k (or the request
+        wants seen items, or a candidate set): the caller runs `recommend`."""
+        if not query.exclude_seen or query.within is not None:
+            return None
+        gone = [catalog.unavailable] if catalog is not None else []
+        mask = keep(ranked.items, np.concatenate([query.exclude.astype(np.int64), *gone]))
+        if query.categories:
+            allowed = self._allowed(query.categories, None, catalog)
+            assert allowed is not None
+            mask &= np.isin(ranked.items, allowed)
+        picked = np.flatnonzero(mask)[: query.k]
+        if len(picked) < query.k:
+            return None
+        return Recommendation(ranked.strategy, ranked.scored(picked))
 
     def taste(self, user: UserState, friends: Friends | None,
               catalog: CatalogView | None = None) -> tuple[np.ndarray, np.ndarray, HistoryBand]:
@@ -209,7 +268,7 @@ class Recommender:
 
     def _personal(self, user: UserState, friends: Friends | None, query: Query,
                   banned: np.ndarray, allowed: np.ndarray | None, rerank_stage: bool,
-                  catalog: CatalogView | None) -> list[Scored]:
+                  catalog: CatalogView | None, strategy: Strategy) -> Ranked:
         own, vector, band = self.taste(user, friends, catalog)
         n = max(self.manifest.rerank.candidates, query.k) + len(banned)
         ids, scores = self._candidates(vector, n, banned, allowed, catalog)
@@ -218,10 +277,11 @@ class Recommender:
         if rerank_stage:
             scores = self._rerank(vector, band, ids, vectors, scores, engaged, catalog)
         top = np.argsort(-scores, kind="stable")[: query.k]
-        basis = self._basis(own, vector, vectors[top])
-        named = engaged.named(top)
-        return [Scored(int(ids[t]), float(scores[t]), named.get(t, ()), basis=b)
-                for t, b in zip(top.tolist(), basis, strict=True)]
+        position = np.empty(len(ids), dtype=np.int64)
+        position[top] = np.arange(len(top))
+        named = {int(position[t]): names for t, names in engaged.named(top).items()}
+        return Ranked(strategy, ids[top].astype(np.int64), scores[top].astype(np.float32),
+                      self._basis(own, vector, vectors[top]), named)
 
     def similar(self, vector: np.ndarray, query: Query, user: UserState | None = None,
                 item: int | None = None, popular: Popularity | None = None,
@@ -286,16 +346,15 @@ class Recommender:
         return rerank(vector, vectors, scores, engaged.ties(), band, item_norms=norms)
 
     @staticmethod
-    def _basis(own: np.ndarray, vector: np.ndarray, y: np.ndarray) -> list[Basis]:
+    def _basis(own: np.ndarray, vector: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The largest positive part of each item's retrieval score (`y`: the items' vectors):
         own taste u·y, the friends' blended taste (v − u)·y, or the popularity prior
-        p·popularity."""
+        p·popularity — as codes into BASES, whose first three are those kinds."""
         parts = np.stack([y[:, :-1] @ own[:-1], y[:, :-1] @ (vector[:-1] - own[:-1]),
                           y[:, -1] * vector[-1]])
-        kinds = (Basis.HISTORY, Basis.FRIENDS, Basis.POPULARITY)
         best = parts.argmax(axis=0)
-        return [kinds[b] if parts[b, j] > 0 else Basis.POPULARITY
-                for j, b in enumerate(best.tolist())]
+        positive = parts[best, np.arange(len(best))] > 0
+        return np.where(positive, best, _POPULARITY_CODE).astype(np.uint8)
 
     def _fill(self, have: list[Scored], k: int, banned: np.ndarray, allowed: np.ndarray | None,
               popular: Popularity | None) -> list[Scored]:

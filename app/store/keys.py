@@ -99,11 +99,23 @@ class Keys:
         events."""
         return f"{self.prefix}:{{{tag}}}:ev:{user_id}"
 
+    def ranked(self, user_id: str) -> str:
+        """STRING, expiring: the user's ranked list (model version + 0x02 + the list,
+        app.serving.ranked) or, while one request computes it, a lease (0x00 + a token). Every
+        event of the user deletes it (app.store.scripts APPLY_EVENT)."""
+        return f"{self.prefix}:{{u:{user_id}}}:list"
+
+    def vector_key_parts(self) -> tuple[str, str]:
+        """What comes before and after a user id in `vector` keys, for a script that reads
+        the vectors of users it learns of (the friends named in a friend list)."""
+        head, tail = self.vector("\0").split("\0")
+        return head, tail
+
     def user_keys(self, user_id: str) -> tuple[str, ...]:
         """Every key in the user's slot that holds the user's data."""
         return (self.history(user_id), self.friends(user_id), self.vector(user_id),
                 self.seen(user_id), self.applied(user_id), self.followers(user_id),
-                self.followed(user_id))
+                self.followed(user_id), self.ranked(user_id))
 
     def events(self, tag: str) -> str:
         """STREAM: one partition of the durable event log retraining reads."""

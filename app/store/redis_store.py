@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,8 @@ from app.store.scripts import (
     FOLLOWER_INDEX,
     LOG_EVENT,
     PUBLISH_RELOAD,
+    READ_USER,
+    SAVE_RANKED,
     UNLINK_FROM_FOLLOWED,
     UNLINK_FROM_FOLLOWER,
 )
@@ -209,6 +212,29 @@ def decode_state(raw: bytes | None, version: str) -> CachedVector | None:
                         np.frombuffer(body, np.float32, n, 8 + 4 * dim + 4 * n))
 
 
+# After the model version: a ranked list's tag (app.store.keys `ranked`).
+_RANKED = b"\x02"
+# How long a lease on computing a user's list holds: far longer than a computation takes; a
+# request that read a lease computes the list too, without storing it.
+RANKED_LEASE_MS = 5000
+
+
+def ranked_tag(version: str) -> bytes:
+    return version.encode() + _RANKED
+
+
+@dataclass(frozen=True, slots=True)
+class UserRead:
+    """What one read of a user returns: their cached ranked list (a hit: nothing else is
+    read), or their state, the friends' cached vectors and, when this request should compute
+    and store the list, the lease to store it with."""
+
+    ranked: bytes | None  # the list after the model-version tag
+    raw: RawUser | None
+    friend_entries: list[CachedVector | None]  # aligned with raw.friends
+    lease: bytes | None
+
+
 def connect(settings: StoreSettings) -> aioredis.Redis | RedisCluster:
     """A pooled client; no I/O happens until the first command.
 
@@ -251,6 +277,8 @@ _UNLINK_FOLLOWER = _Script.of(UNLINK_FROM_FOLLOWER)
 _UNLINK_FOLLOWED = _Script.of(UNLINK_FROM_FOLLOWED)
 _ERASE_USER = _Script.of(ERASE_USER)
 _ERASE_LOG_PAGE = _Script.of(ERASE_LOG_PAGE)
+_READ_USER = _Script.of(READ_USER)
+_SAVE_RANKED = _Script.of(SAVE_RANKED)
 ScriptCall = tuple[_Script, list[str], list[Any]]
 # Stream entries one erasure script reads: each call blocks Redis for about a millisecond.
 ERASE_LOG_PAGE_SIZE = 1000
@@ -285,7 +313,8 @@ def event_calls(keys: Keys, settings: StoreSettings, e: Event,
           e.user_id, e.type, e.item_id or "",
           e.friend_id or "", value, "" if e.timestamp is None else repr(e.timestamp)]),
         (_APPLY, [keys.applied(e.user_id), keys.history(e.user_id), keys.friends(e.user_id),
-                  keys.vector(e.user_id), keys.seen(e.user_id), keys.followed(e.user_id)],
+                  keys.vector(e.user_id), keys.seen(e.user_id), keys.followed(e.user_id),
+                  keys.ranked(e.user_id)],
          [s.dedup_ttl_s, e.type, e.item_id or "", e.friend_id or "", value, repr(e.weight),
           repr(recency), s.history_len, item_tag(e.item_id or ""), s.seen_len, e.event_id]),
     ] + ([(_FOLLOWER, [keys.followers(e.friend_id)], [e.user_id])]
@@ -335,6 +364,40 @@ class RedisStore:
             hist, friends, vec, seen = await pipe.execute()
         ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=lambda fw: -fw[1])
         return RawUser(hist, ties[:max_friends], decode_state(vec, version), seen or b"")
+
+    async def read_user(self, user_id: str, version: str, max_friends: int,
+                        ranked: bool = False) -> UserRead:
+        """The user's ranked list when `ranked` and one of this model version is cached;
+        otherwise the user's state and the friends' cached vectors, and a lease when this
+        request should store the list it computes (`save_ranked`). One script in the user's
+        slot: on a single Redis it also reads the friends' vectors, so this is one round trip;
+        on a cluster they live in other slots and are a second one (`cached_vectors`)."""
+        cluster = isinstance(self.client, RedisCluster)
+        tag = ranked_tag(version) if ranked else b""
+        lease = b"\x00" + os.urandom(8) if ranked else b""
+        head, tail = ("", "") if cluster else self.keys.vector_key_parts()
+        k = self.keys
+        reply = (await self._run_scripts([(
+            _READ_USER, [k.ranked(user_id), k.history(user_id), k.friends(user_id),
+                         k.vector(user_id), k.seen(user_id)],
+            [tag, lease, RANKED_LEASE_MS, max_friends, head, tail])]))[0]
+        if reply[0] == 1:
+            return UserRead(reply[1][len(tag):], None, [], None)
+        hist, flat = reply[2], reply[3]
+        friends = [(_s(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        raw = RawUser(dict(zip(hist[::2], hist[1::2], strict=True)), friends,
+                      decode_state(reply[4], version), reply[5] or b"")
+        entries = ([decode_state(v, version) for v in reply[6:]] if not cluster
+                   else await self.cached_vectors([f for f, _ in friends], version))
+        return UserRead(None, raw, entries, lease if reply[1] == 1 else None)
+
+    async def save_ranked(self, user_id: str, lease: bytes, version: str, body: bytes,
+                          ttl_s: int) -> bool:
+        """Store a user's ranked list for `ttl_s` seconds if the lease `read_user` took is
+        still there (no event of the user landed since the read); True when stored."""
+        return bool((await self._run_scripts([(
+            _SAVE_RANKED, [self.keys.ranked(user_id)],
+            [lease, ranked_tag(version) + body, ttl_s])]))[0])
 
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> list[CachedVector | None]:
@@ -462,7 +525,8 @@ class RedisStore:
             replies = await pipe.execute()
         followers, followed = (sorted(_s(u) for u in reply) for reply in replies)
         calls: list[ScriptCall] = [
-            (_UNLINK_FOLLOWER, [k.friends(a), k.followed(a)], [user_id]) for a in followers]
+            (_UNLINK_FOLLOWER, [k.friends(a), k.followed(a), k.ranked(a)], [user_id])
+            for a in followers]
         calls += [(_UNLINK_FOLLOWED, [k.followers(f)], [user_id]) for f in followed]
         unlinked = await self._run_scripts(calls) if calls else []
         links = sum(int(r) for r in unlinked[:len(followers)])

@@ -4,7 +4,8 @@ own and each confined to one hash slot (so the same code runs on Redis Cluster):
 1. LOG_EVENT, in the slot of the user's log partition (app.store.keys): remember the event,
    append to the partition's stream, count popularity — all or nothing.
 2. APPLY_EVENT, in the user's `{u:ID}` slot: remember the event, update history or friends,
-   add the item to the seen set, drop the cached vector — all or nothing.
+   add the item to the seen set, drop the cached vector and the cached ranked list — all or
+   nothing, so the user's next request reflects the event.
 
 A follow has a third step, FOLLOWER_INDEX in the followed user's slot, that adds the follower
 to the reverse index an erasure reads (app.store.keys `followers`).
@@ -49,12 +50,14 @@ return 1
 """
 
 APPLY_EVENT = _FIRST_TIME + """
--- KEYS: applied markers, history, friends, vector, seen set, followed
+-- KEYS: applied markers, history, friends, vector, seen set, followed, ranked list
 -- ARGV: dedup_ttl, type, item_id, friend_id, value, weight, recency, history_cap, item tag
 --       (8 bytes), seen_cap, event_id
 if not first_time(KEYS[1], ARGV[11], tonumber(ARGV[1])) then
   return 0
 end
+-- the list, or the lease of a request computing one (whose write then finds it gone)
+redis.call('DEL', KEYS[7])
 local kind = ARGV[2]
 if kind == 'follow' then
   local tie = tonumber(ARGV[5]) or 1
@@ -119,9 +122,11 @@ return redis.call('SADD', KEYS[1], ARGV[1])
 # Erasure (app.store.erase): each script in one slot; the caller runs them in an order that a
 # retry can finish (the reverse index is deleted last).
 UNLINK_FROM_FOLLOWER = """
--- KEYS: the follower's friends, followed; ARGV: the erased user
+-- KEYS: the follower's friends, followed, ranked list; ARGV: the erased user
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[1])
+-- the follower's cached list may name the user among the friends who engaged
+redis.call('DEL', KEYS[3])
 return removed
 """
 
@@ -131,7 +136,8 @@ return redis.call('SREM', KEYS[1], ARGV[1])
 """
 
 ERASE_USER = """
--- KEYS: history, friends, vector, seen, applied, followers, followed (app.store.keys user_keys)
+-- KEYS: history, friends, vector, seen, applied, followers, followed, ranked list
+--       (app.store.keys user_keys)
 -- ARGV: n, then the n followers and then the followed users the erasure has unlinked
 -- returns: history items, friends, seen items, cached vectors, event markers, and the reverse
 -- index entries left (follows that landed since the index was read: another pass unlinks them)
@@ -143,7 +149,7 @@ local counts = {redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[2]),
                 math.floor(redis.call('STRLEN', KEYS[4]) / 8), redis.call('EXISTS', KEYS[3]),
                 redis.call('ZCARD', KEYS[5]),
                 redis.call('SCARD', KEYS[6]) + redis.call('SCARD', KEYS[7])}
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[8])
 return counts
 """
 
@@ -177,4 +183,66 @@ PUBLISH_RELOAD = """
 local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'origin', ARGV[2])
 return generation
+"""
+
+# The read of /recommend and the other per-user routes: one round trip on a single Redis.
+READ_USER = """
+-- KEYS: ranked list, history, friends, vector, seen (the user's slot)
+-- ARGV: list tag (model version + 0x02; '' = no list cache), lease token, lease ms,
+--       max friends, vector key head and tail ('' = friends' vectors not read: on a cluster
+--       they live in other slots)
+-- returns {1, list} on a hit; else {0, lease taken (0/1), history (flat), the strongest friends
+-- (flat id, tie), vector, seen, the friends' vectors in the same order}
+local tag = ARGV[1]
+local cached = nil
+if tag ~= '' then
+  cached = redis.call('GET', KEYS[1])
+  if cached and string.sub(cached, 1, #tag) == tag then
+    return {1, cached}
+  end
+end
+local hist = redis.call('HGETALL', KEYS[2])
+local raw = redis.call('HGETALL', KEYS[3])
+-- strongest first, ties in the hash's order (the order a stable sort of the reply gives)
+local ties = {}
+for i = 1, #raw, 2 do
+  ties[#ties + 1] = {raw[i], raw[i + 1], tonumber(raw[i + 1]), i}
+end
+table.sort(ties, function(a, b)
+  if a[3] ~= b[3] then return a[3] > b[3] end
+  return a[4] < b[4]
+end)
+local friends, vectors = {}, {}
+local head, tail = ARGV[5], ARGV[6]
+for n = 1, math.min(#ties, tonumber(ARGV[4])) do
+  friends[#friends + 1] = ties[n][1]
+  friends[#friends + 1] = ties[n][2]
+  if head ~= '' then
+    vectors[n] = redis.call('GET', head .. ties[n][1] .. tail)
+  end
+end
+-- a lease only for a user with state (a cold user's list is never cached: no key is left
+-- behind for ids nobody stored), and not while another request holds one
+local leased = 0
+if tag ~= '' and (#hist > 0 or #raw > 0)
+    and not (cached and string.byte(cached, 1) == 0) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+  leased = 1
+end
+local out = {0, leased, hist, friends, redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5])}
+for n = 1, #friends / 2 do
+  out[#out + 1] = vectors[n]
+end
+return out
+"""
+
+SAVE_RANKED = """
+-- KEYS: ranked list; ARGV: lease token, list, ttl seconds
+-- Stored only while the lease is still there: an event of the user (or an erasure) since the
+-- read deleted it, and the list computed from the older state must not be served.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
 """

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.cluster
 
@@ -86,6 +87,39 @@ async def test_recommend_and_events_on_a_cluster(cluster_settings: Settings, syn
     for user in {u for u, _ in sent}:
         assert [r for r in rows if r[0] == user] == [r for r in sent if r[0] == user], \
             "each user's events in the order they were logged"
+
+
+async def test_the_list_cache_on_a_cluster(cluster_settings: Settings, synth_dir: Path) -> None:
+    """The list lives in the user's slot; a hit answers what the full path does (friends'
+    vectors read in their own slots), and the user's own event shows in the next request."""
+    load_into_redis(cluster_settings.artifacts, synth_dir, settings=cluster_settings,
+                    progress=False)
+    hist, friends = data.histories(synth_dir), data.friends(synth_dir)
+    user = next(u for u in sorted(hist) if u in friends and len(hist[u]) >= 5)
+    cached = cluster_settings.model_copy(update={"cache_ttl_s": 60})
+    uncached = cluster_settings.model_copy(update={"cache_ttl_s": 0})
+
+    async def get(client: httpx.AsyncClient) -> dict:
+        response = await client.get(f"/recommend/{user}", params={"k": 10, "explain": True})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    keys = Keys(cluster_settings.key_prefix)
+    nodes = redis.cluster.RedisCluster.from_url(cluster_settings.redis_url)
+    try:
+        async with app_client(cached) as client, app_client(uncached) as fresh:
+            first = await get(client)
+            assert nodes.exists(keys.ranked(user))
+            assert nodes.keyslot(keys.ranked(user)) == nodes.keyslot(keys.history(user))
+            assert await get(client) == first == await get(fresh)
+            bought = first["items"][0]["item_id"]
+            event = {"user_id": user, "type": "purchase", "item_id": bought}
+            assert (await client.post("/events", json={"events": [event]})).status_code == 202
+            after = await get(client)
+            assert bought not in [i["item_id"] for i in after["items"]]
+            assert after == await get(fresh)
+    finally:
+        nodes.close()
 
 
 async def test_event_writes_spread_over_every_master(cluster_settings: Settings) -> None:

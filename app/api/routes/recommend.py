@@ -51,9 +51,11 @@ async def recommend(
                              social=social)
     popular = state.popular_for(recommender.version)
     catalog = state.catalog(recommender)
-    served = await online.recommend(recommender, state.store, request, popular, catalog)
+    served = await online.recommend(recommender, state.store, request, popular, catalog,
+                                    state.settings.cache_ttl_s)
     rec = served.recommendation
     metrics = state.metrics
+    metrics.list_cache.labels(served.cache).inc()
     metrics.strategies.labels(rec.strategy.value).inc()
     if served.degraded:
         metrics.fallbacks.labels("store_unavailable").inc()

@@ -1,0 +1,76 @@
+"""A user's ranked list (pipeline `Ranked`) as the list cache stores it in Redis.
+
+Items are stored by model index, which every process serving the model shares; a live
+catalogue item's index is this process's own (app.serving.catalog), so it is stored by its id
+and looked up again on reading (an item another process does not know yet reads as -1, which
+every filter drops). Friends are stored by id, as the reasons name them.
+
+Layout: uint32 strategy code, item count n, friend engagement count p, friend id count f, live
+item count l; int32[n] items (a model index, or −1−j for the j-th live id); float32[n] scores;
+uint16[p] list positions and uint16[p] friend numbers of the engagements; uint8[n] basis
+codes; then the f friend ids and the l live item ids, NUL-separated. About 9 bytes per item.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from app.serving.catalog import CatalogView
+from app.serving.pipeline import Ranked, Strategy
+
+STRATEGIES = tuple(Strategy)
+_HEAD = struct.Struct("=5I")
+
+
+def encode_ranked(ranked: Ranked, base: int, catalog: CatalogView | None) -> bytes:
+    """`base`: the model's item count (indices from it on are live items)."""
+    items = ranked.items.astype(np.int64)
+    live = np.flatnonzero(items >= base)
+    live_ids = []
+    if len(live):
+        assert catalog is not None
+        live_ids = [catalog.item_id(int(i)) for i in items[live]]
+        items = items.copy()
+        items[live] = -1 - np.arange(len(live))
+    names = sorted({f for fs in ranked.friends.values() for f in fs})
+    number = {f: n for n, f in enumerate(names)}
+    pairs = [(p, number[f]) for p, fs in sorted(ranked.friends.items()) for f in fs]
+    where = np.asarray([p for p, _ in pairs], dtype=np.uint16)
+    who = np.asarray([w for _, w in pairs], dtype=np.uint16)
+    return b"".join([
+        _HEAD.pack(STRATEGIES.index(ranked.strategy), len(items), len(pairs), len(names),
+                   len(live_ids)),
+        items.astype(np.int32).tobytes(), ranked.scores.astype(np.float32).tobytes(),
+        where.tobytes(), who.tobytes(), ranked.basis.astype(np.uint8).tobytes(),
+        "\0".join(names + live_ids).encode()])
+
+
+def decode_ranked(raw: bytes, catalog: CatalogView | None) -> Ranked | None:
+    """None when malformed (the caller recomputes)."""
+    if len(raw) < _HEAD.size:
+        return None
+    strategy, n, p, f, live = _HEAD.unpack_from(raw)
+    at = _HEAD.size
+    end = at + 8 * n + 4 * p + n
+    if strategy >= len(STRATEGIES) or len(raw) < end:
+        return None
+    items = np.frombuffer(raw, np.int32, n, at).astype(np.int64)
+    scores = np.frombuffer(raw, np.float32, n, at + 4 * n)
+    where = np.frombuffer(raw, np.uint16, p, at + 8 * n).tolist()
+    who = np.frombuffer(raw, np.uint16, p, at + 8 * n + 2 * p).tolist()
+    basis = np.frombuffer(raw, np.uint8, n, at + 8 * n + 4 * p)
+    words = raw[end:].decode().split("\0") if f + live else []
+    if len(words) != f + live:
+        return None
+    names, live_ids = words[:f], words[f:]
+    if live:
+        slots = np.flatnonzero(items < 0)
+        found = [None if catalog is None else catalog.index.get(i) for i in live_ids]
+        items[slots] = [-1 if i is None else i for i in found]
+    friends: dict[int, list[str]] = {}
+    for pos, number in zip(where, who, strict=True):
+        friends.setdefault(pos, []).append(names[number])
+    return Ranked(STRATEGIES[strategy], items, scores, basis,
+                  {pos: tuple(fs) for pos, fs in friends.items()})
