@@ -1,6 +1,7 @@
 """Memory a live catalogue item costs each API process: `n` new products applied to the
 catalogue of a model (its side index with its codes, metadata, proxy and the record copy the
-poll keeps), by tracemalloc. No Redis and no text encoding: the vectors are random of the model's dimension
+poll keeps), by tracemalloc (which does not see the codes FAISS holds: the side index's `nbytes`
+counts them). No Redis and no text encoding: the vectors are random of the model's dimension
 (what they hold does not change their size).
 
     python -m bench.catalog_memory [--artifacts model_artifacts/demo] [--items 10000]

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from bench.common import (
     ROOT,
     SERVER_CPU,
     Server,
+    as_published,
     busy_note,
     checked,
     cpus_available,
@@ -307,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1 or args.rounds < 1 or args.duration <= 0:
         parser.error("--items, --rounds and --duration must be positive")
     result = run(args)
-    publish(section(result, machine(), " ".join(["python -m bench.catalog_scale",
-                                                *(argv or sys.argv[1:])])),
+    command = " ".join(["python -m bench.catalog_scale",
+                        *(shlex.quote(as_published(a)) for a in argv or sys.argv[1:])])
+    publish(section(result, machine(), command),
             "catalog scale", args.docs, BEGIN, END, args.no_docs)
     return 0
 
