@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL of the live state")
     redis_cluster: bool = Field(False, description="treat redis_url as a Redis Cluster seed node")
     redis_timeout_s: float = Field(0.25, gt=0, description="socket timeout for every Redis call")
+    catalog_write_timeout_s: float = Field(
+        5.0, gt=0, description="reply timeout of a catalogue write (PUT, POST and DELETE "
+        "/items): one Lua script stores up to 1,000 records at once, which may take longer than "
+        "redis_timeout_s on a busy Redis")
     redis_max_connections: int = Field(128, ge=1, le=10_000,
                                        description="Redis connections per API process")
     key_prefix: str = Field("sr", description="prefix of every Redis key this service writes")

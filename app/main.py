@@ -29,9 +29,9 @@ from app.api.routes import admin, events, items, ops, recommend, similar, ui, us
 from app.config import Settings
 from app.metrics import Metrics
 from app.serving.artifacts import ArtifactError
-from app.serving.catalog import CATALOG_POLL_S, Catalogue
+from app.serving.catalog import CATALOG_POLL_MAX_S, CATALOG_POLL_S, Catalogue
 from app.serving.holder import ModelHolder
-from app.store.catalog import CatalogStore
+from app.store.catalog import WRITE_CONNECTIONS, CatalogStore
 from app.store.redis_store import STORE_ERRORS, RedisStore, connect
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def _lifespan(settings: Settings,
         model = models.current
         metrics.model_swapped(model.version, model.manifest.created_at)
         store = RedisStore(connect(settings), settings)
-        catalogue = Catalogue(CatalogStore(store.client, store.keys))
+        catalogue = Catalogue(CatalogStore(store.client, store.keys, connect(
+            settings, settings.catalog_write_timeout_s, WRITE_CONNECTIONS)))
         models.prepare = catalogue.prepare  # a model swaps in with its live catalogue built
         state = AppState(settings=settings, store=store, models=models, metrics=metrics,
                          catalogue=catalogue)
@@ -108,6 +109,8 @@ def _lifespan(settings: Settings,
             # cancelling it half-way through the connection's protocol.
             stopping.set()
             await asyncio.gather(*tasks)
+            await catalogue.close()
+            await catalogue.store.close()
             await store.close()
             metrics.close()
 
@@ -135,21 +138,26 @@ async def _register_log_partitions(store: RedisStore) -> None:
 
 
 async def _every(period_s: float, stopping: asyncio.Event,
-                 tick: Callable[[], Awaitable[None]]) -> None:
+                 tick: Callable[[], Awaitable[None]], max_period_s: float | None = None) -> None:
     """Run `tick` every `period_s` until `stopping`. A background loop must outlive any one
     failure: store errors are expected while Redis is away (the next tick catches up), and
     anything else is logged and retried too (redis-py's cluster client has raised
     AttributeError on a connection dropped mid-send), since a dead loop would silently
-    freeze popularity, reloads or the catalogue in this process."""
+    freeze popularity, reloads or the catalogue in this process. With `max_period_s`, the
+    wait doubles after each failing tick up to it, and is `period_s` again after a success: a
+    fast poll does not hammer a Redis node that is down."""
+    wait = period_s
     while not stopping.is_set():
         try:
             await tick()
+            wait = period_s
         except STORE_ERRORS:
-            pass
+            wait = min(2 * wait, max_period_s or period_s)
         except Exception:
-            log.exception("background %s failed; retrying in %.1f s", tick.__name__, period_s)
+            wait = min(2 * wait, max_period_s or period_s)
+            log.exception("background %s failed; retrying in %.2f s", tick.__name__, wait)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), period_s)
+            await asyncio.wait_for(stopping.wait(), wait)
 
 
 def _background(state: AppState, stopping: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -193,10 +201,11 @@ def _background(state: AppState, stopping: asyncio.Event) -> list[asyncio.Task[N
         finally:
             state.metrics.model_stale.set(state.models.follow_error is not None)
 
-    return [asyncio.create_task(_every(period, stopping, tick))
-            for period, tick in ((POPULARITY_REFRESH_S, refresh_popularity),
-                                 (RELOAD_POLL_S, follow_reloads),
-                                 (CATALOG_POLL_S, follow_catalogue))]
+    return [asyncio.create_task(_every(period, stopping, tick, longest))
+            for period, tick, longest in (
+                (POPULARITY_REFRESH_S, refresh_popularity, None),
+                (RELOAD_POLL_S, follow_reloads, None),
+                (CATALOG_POLL_S, follow_catalogue, CATALOG_POLL_MAX_S))]
 
 
 async def _read_catalogue(state: AppState) -> None:

@@ -10,7 +10,7 @@ process: nothing written to Redis holds one.
   items of every request — personal, social, popular fill and degraded lists.
 - Side index: the live items' text vectors (`TextEncoder.item_vector`, the projection the export
   applies to the catalogue's untrained items, so the scores are on the FAISS items' scale),
-  searched exactly (one matrix-vector product) and merged with the FAISS candidates.
+  searched by the same inner product (app.serving.side) and merged with the FAISS candidates.
 - Metadata: titles and categories the catalogue API set, for live and model items; category
   filters follow them.
 - Fold-in: the ONNX user encoder takes model item indices only, so a live item in a user's
@@ -29,6 +29,7 @@ import numpy as np
 
 from app.serving.artifacts import ModelArtifacts
 from app.serving.encode import History
+from app.serving.side import SideIndex
 from app.serving.text import ItemDescription
 from app.store.catalog import CatalogItem, CatalogStore, encode_vector
 from app.store.redis_store import STORE_ERRORS
@@ -39,6 +40,10 @@ NO_ITEMS = np.zeros(0, dtype=np.int64)
 # How often every process reads the catalogue's changes: one small ZRANGEBYSCORE per poll, so an
 # availability change reaches every process well within a second.
 CATALOG_POLL_S = 0.25
+# While the catalogue's Redis node fails, the poll backs off (doubling) up to this: a node that
+# is down is not asked four times a second by every process, and a change made once it is back
+# still reaches every process within this bound plus one read.
+CATALOG_POLL_MAX_S = 2.0
 CHANGES_PAGE = 5000  # records per read; ≥ the largest bulk write (one generation)
 KEPT_VIEWS = 2
 
@@ -70,9 +75,8 @@ class CatalogView:
         self.index: dict[str, int] = {}  # live item id → its index (base + slot)
         self.titles: list[str] = []
         self.categories: list[str] = []
-        self.informed = np.zeros(0, dtype=bool)  # live item has a text vector
-        self.proxies = np.zeros(0, dtype=np.int64)  # nearest model item, -1 without a vector
-        self._vectors = np.zeros((0, self.dim), dtype=np.float32)  # capacity ≥ len(ids)
+        self.side = SideIndex(self.dim)  # row = live slot
+        self._proxies = np.zeros(0, dtype=np.int64)  # nearest model item, -1 without a vector
         self.overrides: dict[int, tuple[str, str]] = {}  # model item → catalogue title, category
         self._unavailable: set[int] = set()
         self._cache: dict[str, object] = {}  # derived arrays, dropped on every change
@@ -112,7 +116,7 @@ class CatalogView:
         if index < self.base:
             source = self.artifacts.catalog.vector_sources[index]
         else:
-            source = "text" if self.informed[index - self.base] else "none"
+            source = "text" if self.side.informed(index - self.base) else "none"
         return ItemView(index, index < self.base, source, index not in self._unavailable,
                         title, category)
 
@@ -135,26 +139,18 @@ class CatalogView:
         model = self.artifacts.item_vectors
         if not len(ids) or ids.max() < self.base:
             return model[ids]
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
-        live = ids >= self.base
-        out[~live] = model[ids[~live]]
-        out[live] = self._vectors[ids[live] - self.base]
+        out = model.take(np.minimum(ids, self.base - 1), axis=0)
+        live = np.flatnonzero(ids >= self.base)
+        out[live] = self.side.rows(ids[live] - self.base)
         return out
 
     def search(self, vector: np.ndarray, n: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The side index: top-`n` (scores, indices) of the live items with a vector by inner
-        product, exactly; `allowed` (sorted indices) restricts them."""
-        slots = self._searchable
-        if allowed is not None and len(slots):
-            slots = slots[np.isin(slots + self.base, allowed, assume_unique=True)]
-        if not len(slots) or n <= 0:
-            return np.zeros(0, dtype=np.float32), NO_ITEMS
-        scores = self._vectors[slots] @ vector.astype(np.float32)
-        if len(slots) > n:
-            top = np.argpartition(-scores, n - 1)[:n]
-            slots, scores = slots[top], scores[top]
-        return scores.astype(np.float32), slots.astype(np.int64) + self.base
+        product; `allowed` (sorted indices) restricts them."""
+        rows = None if allowed is None else allowed[allowed >= self.base] - self.base
+        scores, found = self.side.search(vector, n, rows)
+        return scores, found + self.base
 
     def in_categories(self, categories: frozenset[str]) -> np.ndarray:
         """Sorted indices of the items whose served category is one of `categories`."""
@@ -165,10 +161,11 @@ class CatalogView:
             back = [i for i, (_, c) in self.overrides.items() if c in categories]
             if back:
                 model = np.union1d(model, np.asarray(back, dtype=np.int64))
-        live = [self.base + s for s, c in enumerate(self.categories) if c in categories]
+        by_category = self._live_by_category()
+        live = [by_category[c] for c in categories if c in by_category]
         if not live:
             return model
-        return np.concatenate([model, np.asarray(live, dtype=np.int64)])
+        return np.concatenate([model, np.sort(np.concatenate(live))])
 
     def encoder_history(self, history: History) -> History:
         """What the ONNX encoder reads: model items as they are, each live item replaced by
@@ -178,7 +175,7 @@ class CatalogView:
             return history
         proxies = items.copy()
         live = items >= self.base
-        proxies[live] = self.proxies[items[live] - self.base]
+        proxies[live] = self._proxies[items[live] - self.base]
         keep = proxies >= 0
         return History(proxies[keep], history.weights[keep])
 
@@ -193,13 +190,16 @@ class CatalogView:
         assert isinstance(tags, TagIndex)
         return tags.indices(raw) + self.base
 
-    @property
-    def _searchable(self) -> np.ndarray:
-        cached = self._cache.get("searchable")
+    def _live_by_category(self) -> dict[str, np.ndarray]:
+        """Live indices per served category, built once per change, not per request."""
+        cached = self._cache.get("by_category")
         if cached is None:
-            cached = np.flatnonzero(self.informed).astype(np.int64)
-            self._cache["searchable"] = cached
-        assert isinstance(cached, np.ndarray)
+            groups: dict[str, list[int]] = {}
+            for slot, category in enumerate(self.categories):
+                groups.setdefault(category, []).append(self.base + slot)
+            cached = {c: np.asarray(i, dtype=np.int64) for c, i in groups.items()}
+            self._cache["by_category"] = cached
+        assert isinstance(cached, dict)
         return cached
 
     # ---- writes ------------------------------------------------------------------------
@@ -223,25 +223,22 @@ class CatalogView:
             slot = index - self.base
             self.titles[slot], self.categories[slot] = item.title, item.category
             if vector is not None:
-                self._vectors[slot] = vector
-                self.informed[slot] = True
-                self.proxies[slot] = self._proxy(vector)
+                self.side.set(slot, vector)
+                self._proxies[slot] = self._proxy(vector)
         if item.served:
             self._unavailable.discard(index)
         else:
             self._unavailable.add(index)
 
     def _append(self, item_id: str) -> int:
-        slot = len(self.ids)
-        if slot == len(self._vectors):
-            grown = np.zeros((max(64, 2 * slot), self.dim), dtype=np.float32)
-            grown[:slot] = self._vectors
-            self._vectors = grown
+        slot = self.side.append()
+        if slot == len(self._proxies):
+            grown = np.full(max(64, 2 * slot), -1, dtype=np.int64)
+            grown[:slot] = self._proxies
+            self._proxies = grown
         self.ids.append(item_id)
         self.titles.append("")
         self.categories.append("")
-        self.informed = np.append(self.informed, False)
-        self.proxies = np.append(self.proxies, -1)
         index = self.base + slot
         self.index[item_id] = index
         return index
@@ -258,9 +255,10 @@ class CatalogView:
 
     @property
     def live_bytes(self) -> int:
-        """Memory held per live item, for the docs: vector rows (with the growth slack),
-        flags and proxies; Python strings and dict entries come on top."""
-        return self._vectors.nbytes + self.informed.nbytes + self.proxies.nbytes
+        """Memory held for the live items, for the docs: the side index (vector rows with
+        their growth slack, flags, codes) and the proxies; Python strings and dict entries
+        come on top."""
+        return self.side.nbytes + self._proxies.nbytes
 
 
 def describe(item: CatalogItem) -> ItemDescription:
@@ -296,6 +294,7 @@ class Catalogue:
         self.generation = 0
         self._views: dict[str, CatalogView] = {}
         self._lock = asyncio.Lock()
+        self._coding: set[asyncio.Task[None]] = set()
 
     def view(self, artifacts: ModelArtifacts) -> CatalogView:
         """The view of this model; built on the spot (without computing text vectors) when
@@ -323,11 +322,22 @@ class Catalogue:
                 view.apply(item, vector if vector is not None
                            else item.item_vector(view.version))
             view.generation = self.generation
-            return view
+        self._code_soon(view)
+        return view
 
     async def poll(self) -> int:
         """Apply every change since the last poll; returns how many records changed. Store
         errors propagate (the caller retries on its next poll)."""
+        changed = await self._apply_changes()
+        for view in list(self._views.values()):
+            self._code_soon(view)
+        return changed
+
+    async def close(self) -> None:
+        """Wait for the side-index codings under way (at shutdown)."""
+        await asyncio.gather(*self._coding)
+
+    async def _apply_changes(self) -> int:
         changed = 0
         async with self._lock:
             while True:
@@ -349,6 +359,26 @@ class Catalogue:
                     self.records[item.item_id] = item
                 self.generation = generation
                 changed += len(items)
+
+    def _code_soon(self, view: CatalogView) -> None:
+        """Code the side index's new rows in a worker thread when due (app.serving.side),
+        without holding up the poll: requests search those rows exactly meanwhile."""
+        job = view.side.code_job()
+        if job is None:
+            return
+
+        async def code() -> None:
+            coded = None
+            try:
+                coded = await asyncio.to_thread(job)
+            except Exception:
+                log.exception("side index coding failed; the next poll retries")
+            finally:
+                view.side.install(coded)
+
+        task = asyncio.create_task(code())
+        self._coding.add(task)
+        task.add_done_callback(self._coding.discard)
 
     def _register(self, artifacts: ModelArtifacts) -> CatalogView:
         view = CatalogView(artifacts)

@@ -23,6 +23,7 @@ from app.serving.retrieve import retrieve
 from app.serving.similar import neighbour_query
 
 NO_ITEMS = np.zeros(0, dtype=np.int64)
+SIDE_FIRST = 50  # live candidates asked for first (_merge_side)
 
 
 class Basis(StrEnum):
@@ -341,8 +342,10 @@ class Recommender:
     def _rerank(self, vector: np.ndarray, band: HistoryBand, ids: np.ndarray,
                 vectors: np.ndarray, scores: np.ndarray, engaged: _Engaged,
                 catalog: CatalogView | None) -> np.ndarray:
-        norms = (self.taste_norms[ids] if catalog is None or not len(ids)
-                 or ids.max() < catalog.base else np.linalg.norm(vectors[:, :-1], axis=1))
+        norms = None  # only the match term reads them
+        if band.match_weight:
+            norms = (self.taste_norms[ids] if catalog is None or not len(ids)
+                     or ids.max() < catalog.base else np.linalg.norm(vectors[:, :-1], axis=1))
         return rerank(vector, vectors, scores, engaged.ties(), band, item_norms=norms)
 
     @staticmethod
@@ -402,10 +405,24 @@ def _merge_side(ids: np.ndarray, scores: np.ndarray, catalog: CatalogView, vecto
                 n: int, banned: np.ndarray, allowed: np.ndarray | None) -> tuple[
                     np.ndarray, np.ndarray]:
     """The FAISS candidates and the side index's, by retrieval score: both are the inner
-    product of the same query with vectors in the same space."""
-    side_scores, side_ids = catalog.search(vector, n, allowed)
-    mask = keep(side_ids, banned)
-    ids = np.concatenate([ids, side_ids[mask]])
-    scores = np.concatenate([scores, side_scores[mask]])
-    order = np.argsort(-scores, kind="stable")[:n]
-    return ids[order], scores[order]
+    product of the same query with vectors in the same space. `n` counts the banned items
+    (`banned`: sorted) on top of the wanted ones; the side index needs only its own share.
+
+    Most lists take far fewer live items than that share, and a search for fewer is cheaper:
+    the side index is asked for SIDE_FIRST first, and for the whole share only when every one
+    of those made the merged list (else no live item below them can)."""
+    live_banned = banned[int(np.searchsorted(banned, catalog.base)):]
+    side_n = max(0, n - len(banned)) + len(live_banned)
+    for wanted in (min(SIDE_FIRST, side_n), side_n):
+        side_scores, side_ids = catalog.search(vector, wanted, allowed)
+        fetched = len(side_ids)
+        if len(live_banned):
+            mask = keep(side_ids, live_banned)
+            side_ids, side_scores = side_ids[mask], side_scores[mask]
+        merged_ids = np.concatenate([ids, side_ids])
+        merged = np.concatenate([scores, side_scores])
+        order = np.argsort(-merged, kind="stable")[:n]
+        if fetched < wanted or wanted == side_n or \
+                np.count_nonzero(order >= len(ids)) < len(side_ids):
+            break
+    return merged_ids[order], merged[order]

@@ -27,6 +27,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.store.keys import Keys
 
+# Connections of the catalogue's writer client per process: writes are rare, a few at once.
+WRITE_CONNECTIONS = 4
 # What a caller may set; `vector` is written beside them but is not part of the record's content.
 FIELDS = ("title", "category", "tags", "description", "available", "withdrawn")
 _VECTOR_TAG = b"\x01"
@@ -163,12 +165,20 @@ def parse_item(item_id: str, raw: Mapping[Any, Any]) -> CatalogItem | None:
 
 
 class CatalogStore:
-    """Catalogue reads and writes on the service's Redis client."""
+    """Catalogue reads on the service's Redis client; record writes on `writer` (default:
+    the same client), a client whose reply timeout fits a script storing a 1,000-item bulk."""
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, keys: Keys,
+                 writer: aioredis.Redis | RedisCluster | None = None) -> None:
         self.client = client
         self.keys = keys
-        self._put = client.register_script(PUT_ITEMS)
+        self.writer = client if writer is None else writer
+        self._put = self.writer.register_script(PUT_ITEMS)
+
+    async def close(self) -> None:
+        """Close the writer when it is a client of its own."""
+        if self.writer is not self.client:
+            await self.writer.aclose()
 
     async def put(self, items: Sequence[tuple[str, Mapping[str, Any]]],
                   vectors: Mapping[str, bytes] | None = None) -> list[int]:

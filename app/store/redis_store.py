@@ -235,17 +235,20 @@ class UserRead:
     lease: bytes | None
 
 
-def connect(settings: StoreSettings) -> aioredis.Redis | RedisCluster:
+def connect(settings: StoreSettings, timeout_s: float | None = None,
+            max_connections: int | None = None) -> aioredis.Redis | RedisCluster:
     """A pooled client; no I/O happens until the first command.
 
-    Every call is bounded by `redis_timeout_s` (connect and read). A call that fails with a
+    Every call is bounded by `redis_timeout_s` (connect and read); `timeout_s` lengthens the
+    read for a client of long calls (the catalogue's bulk writes). A call that fails with a
     connection error is retried once at once on a fresh connection: after a Redis restart the
     pooled connections are dead, and without the retry each of them would cost one degraded
     answer or one 503. Timeouts are not retried, so a hung Redis costs one timeout per call,
     not a growing back-off. Retrying a command that may have run is safe: reads, cache writes
     and the idempotent event scripts are the only commands this store sends."""
-    timeout = settings.redis_timeout_s
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+    timeout = settings.redis_timeout_s if timeout_s is None else timeout_s
+    options: dict[str, Any] = {"socket_timeout": timeout,
+                               "socket_connect_timeout": settings.redis_timeout_s,
                                "health_check_interval": 10}
     if settings.redis_cluster:
         # The cluster client re-reads the slot map before its retry (failover, resharding).
@@ -255,7 +258,8 @@ def connect(settings: StoreSettings) -> aioredis.Redis | RedisCluster:
     # A bounded pool that waits (up to the timeout) for a free connection: a burst of requests
     # queues briefly instead of failing at once or opening unbounded connections to Redis.
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout=timeout,
+        settings.redis_url, timeout=timeout,
+        max_connections=max_connections or settings.redis_max_connections,
         retry=retry, **options)
     return aioredis.Redis.from_pool(pool)
 

@@ -112,6 +112,18 @@ async def test_bad_items_get_422_naming_the_field(shop: httpx.AsyncClient) -> No
     assert response.status_code == 422 and "appears twice" in response.text
 
 
+async def test_a_bulk_of_1000_new_products_is_stored_and_served(
+        shop: httpx.AsyncClient) -> None:
+    bulk = {"items": [{"item_id": f"bulk-{n:04d}", **BOOTS, "title": f"{BOOTS['title']} {n}"}
+                      for n in range(1000)]}
+    response = await shop.post("/items", json=bulk, headers=CATALOG)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"created": 1000, "updated": 0, "unchanged": 0}
+    for n in (0, 999):
+        body = (await shop.get(f"/items/bulk-{n:04d}")).json()
+        assert (body["vector_source"], body["available"]) == ("text", True)
+
+
 async def test_unavailable_and_withdrawn_items_vanish_from_every_list_and_come_back(
         shop: httpx.AsyncClient, synth_dir: Path) -> None:
     user = main_category_user(synth_dir, "outdoor")

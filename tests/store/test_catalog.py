@@ -13,7 +13,7 @@ from app.config import Settings
 from app.offline.events_export import export_events
 from app.store.catalog import CatalogStore, encode_vector
 from app.store.keys import Keys
-from app.store.redis_store import RedisStore
+from app.store.redis_store import RedisStore, connect
 
 
 def catalog(store: RedisStore) -> CatalogStore:
@@ -31,6 +31,26 @@ async def test_writes_merge_fields_and_a_repeat_changes_nothing(store: RedisStor
     assert (item.title, item.tags, item.available, item.served) == ("Boots", ("x", "y"), False,
                                                                     False)
     assert await c.get("nobody") is None
+
+
+async def test_a_bulk_of_1000_records_is_written_within_the_writers_timeout(
+        store: RedisStore, store_settings: Settings) -> None:
+    """One script stores the whole bulk: far longer than a reply timeout sized for reads
+    (here 1 ms), so the records go through the writer's longer one."""
+    hasty = connect(store_settings, timeout_s=0.001)
+    writer = connect(store_settings, timeout_s=store_settings.catalog_write_timeout_s)
+    c = CatalogStore(hasty, store.keys, writer)
+    try:
+        vector = encode_vector(np.ones(129, dtype=np.float32), "m-1", b"digest00")
+        items = [(f"bulk-{n}", {"title": f"Trail product {n}", "category": "outdoor",
+                                "tags": ["hiking", "new"], "withdrawn": False})
+                 for n in range(1000)]
+        assert await c.put(items, {i: vector for i, _ in items}) == [2] * 1000
+        page, _ = await catalog(store).changes(0, 5000)
+        assert len(page) == 1000
+    finally:
+        await c.close()
+        await hasty.aclose()
 
 
 async def test_the_change_log_pages_by_whole_generations(store: RedisStore) -> None:

@@ -28,8 +28,9 @@ _WRITE_ANSWERS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no bearer token"},
     403: {"model": Problem, "description": "wrong token, or catalogue writes are disabled "
           "(no SOCIALREC_CATALOG_TOKEN)"},
-    503: {"model": Problem, "description": "the store is unavailable; nothing was written, "
-          "retry (writes are idempotent)"},
+    503: {"model": Problem, "description": "the store is unavailable or did not answer within "
+          "SOCIALREC_CATALOG_WRITE_TIMEOUT_S; the write may or may not have been stored: retry "
+          "(writes are idempotent)"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "neither the catalogue nor the model knows the item, "
@@ -76,7 +77,7 @@ async def delete_item(item_id: ItemId, state: StateDep) -> ItemWithdrawn:
         statuses = await catalogue.store.put([(item_id, {"withdrawn": True})])
     except STORE_ERRORS:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "store unavailable; nothing was withdrawn, retry") from None
+                            "store unavailable; retry (a withdrawal is idempotent)") from None
     await _apply_now(state)
     return ItemWithdrawn(item_id=item_id, withdrawn=True, changed=statuses[0] != 0)
 
@@ -102,7 +103,7 @@ async def _write(state: AppState, items: Sequence[tuple[str, ItemIn]]) -> list[i
         statuses = await store.put(changes, raw)
     except STORE_ERRORS:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "store unavailable; nothing was written, retry") from None
+                            "store unavailable; retry (writes are idempotent)") from None
     await _apply_now(state)
     return statuses
 

@@ -1,0 +1,99 @@
+"""The live items' side index: exact inner-product top-n while small, PQ fast-scan candidates
+re-scored exactly once large, and never blind to a vector written after its codes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.serving.side import EXACT_MAX_ROWS, SideIndex
+
+DIM = 17
+
+
+def filled(rows: np.ndarray, without_vector: frozenset[int] = frozenset()) -> SideIndex:
+    side = SideIndex(DIM)
+    for r, vector in enumerate(rows):
+        assert side.append() == r
+        if r not in without_vector:
+            side.set(r, vector)
+    return side
+
+
+def coded(side: SideIndex) -> None:
+    job = side.code_job()
+    assert job is not None
+    side.install(job())
+    assert side.code_job() is None
+
+
+def exact_top(rows: np.ndarray, query: np.ndarray, n: int,
+              among: np.ndarray | None = None) -> set[int]:
+    scores = rows @ query
+    order = np.argsort(-scores, kind="stable")
+    if among is not None:
+        order = order[np.isin(order, among)]
+    return set(order[:n].tolist())
+
+
+def test_a_small_side_index_is_searched_exactly_and_skips_rows_without_a_vector() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((300, DIM)).astype(np.float32)
+    side = filled(rows, without_vector=frozenset({5, 7}))
+    assert side.code_job() is None  # below EXACT_MAX_ROWS: no codes
+    rows[[5, 7]] = 0
+    for query in rng.standard_normal((20, DIM)).astype(np.float32):
+        scores, found = side.search(query, 25)
+        best = exact_top(rows, query, 25, among=np.setdiff1d(np.arange(300), [5, 7]))
+        assert set(found.tolist()) == best
+        assert np.allclose(scores, rows[found] @ query, atol=1e-5)
+    allowed = np.asarray([1, 5, 9, 11], dtype=np.int64)
+    _, found = side.search(rows[9], 10, allowed)
+    assert sorted(found.tolist()) == [1, 9, 11]
+
+
+def test_a_large_side_index_finds_the_exact_top_rows_with_exact_scores() -> None:
+    rng = np.random.default_rng(1)
+    n = EXACT_MAX_ROWS + 1000
+    rows = rng.standard_normal((n, DIM)).astype(np.float32) * \
+        rng.uniform(0.2, 1.0, (n, 1)).astype(np.float32)
+    side = filled(rows)
+    coded(side)
+    queries = rng.standard_normal((50, DIM)).astype(np.float32)
+    hits = 0
+    for query in queries:
+        scores, found = side.search(query, 200)
+        assert len(found) == 200 and len(set(found.tolist())) == 200
+        assert np.allclose(scores, rows[found] @ query, atol=1e-5)
+        hits += len(set(found.tolist()) & exact_top(rows, query, 200))
+    assert hits >= 0.98 * 200 * len(queries)
+
+
+def test_rows_written_after_the_codes_are_found_until_coded_again() -> None:
+    rng = np.random.default_rng(2)
+    n = EXACT_MAX_ROWS + 100
+    rows = rng.standard_normal((n, DIM)).astype(np.float32)
+    side = filled(rows)
+    coded(side)
+    query = rng.standard_normal(DIM).astype(np.float32)
+    changed = int(np.argmin(rows @ query))  # the worst row becomes the best
+    side.set(changed, 10 * query)
+    appended = side.append()
+    side.set(appended, 5 * query)
+    _, found = side.search(query, 2)
+    assert sorted(found.tolist()) == sorted([changed, appended])
+    coded(side)  # the new row is coded; the changed one is still scored exactly
+    _, found = side.search(query, 2)
+    assert sorted(found.tolist()) == sorted([changed, appended])
+
+
+def test_codes_are_made_again_once_many_rows_changed() -> None:
+    rng = np.random.default_rng(3)
+    n = EXACT_MAX_ROWS + 100
+    side = filled(rng.standard_normal((n, DIM)).astype(np.float32))
+    coded(side)
+    for r in range(n // 16):
+        side.set(r, rng.standard_normal(DIM).astype(np.float32))
+    assert side.code_job() is None  # a few stale rows are scored exactly meanwhile
+    for r in range(n // 16, n // 4):
+        side.set(r, rng.standard_normal(DIM).astype(np.float32))
+    coded(side)
