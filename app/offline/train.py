@@ -560,7 +560,8 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                                  "als_iterations": float(fitted.iterations)}
     bands = [HistoryBand(min_items=lo) for lo, _ in ranges]
     val_data = dataclasses.replace(data, histories=kept)
-    text = ItemText.prepare(data, cfg.text_quantize) if cfg.text and has_text(data) else None
+    with clock("text"):  # every described item's text embedding
+        text = ItemText.prepare(data, cfg.text_quantize) if cfg.text and has_text(data) else None
     ridge, label_weight = cfg.text_ridge, cfg.text_label_weight
     similar = SimilarParams(candidates=cfg.candidates)
     if validate:
