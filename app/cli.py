@@ -349,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    from app.offline.stages import passive_openmp
+
+    passive_openmp()  # before the training flags import PyTorch
     # Training flags need the training extra; every other command works without PyTorch.
     args = build_parser(with_train_flags=bool(argv) and argv[0] in ("train", "retrain")
                         ).parse_args(argv)

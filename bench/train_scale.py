@@ -58,8 +58,11 @@ def events_in(folder: Path) -> int:
 
 
 def train_one(data: Path, out: Path, report: Path) -> None:
-    """In the child process: train, and write each stage's seconds and peak memory."""
-    from app.offline.stages import StageClock, peak_rss_mb
+    """In the child process: train as `socialrec train` does, and write each stage's seconds
+    and peak memory."""
+    from app.offline.stages import StageClock, passive_openmp, peak_rss_mb
+
+    passive_openmp()
     from app.offline.train import train
 
     clock = StageClock()
