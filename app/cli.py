@@ -32,13 +32,19 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from app.offline.stages import StageClock
     from app.offline.train import TrainConfig, train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    manifest = train(Path(args.data_dir), Path(args.out), TrainConfig(**overrides))
+    clock = StageClock()
+    manifest = train(Path(args.data_dir), Path(args.out), TrainConfig(**overrides), clock=clock)
     print(f"model {manifest.model_version} written to {args.out}")
     print(json.dumps(manifest.metrics, indent=2))
+    # the export's own figures cannot be in the manifest it writes
+    print("stages (wall seconds, peak resident MB): " + ", ".join(
+        f"{stage} {seconds:.1f} s {clock.peak_mb[stage]:.0f} MB"
+        for stage, seconds in clock.seconds.items()))
     return 0
 
 
@@ -343,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    from app.offline.stages import passive_openmp
+
+    passive_openmp()  # before the training flags import PyTorch
     # Training flags need the training extra; every other command works without PyTorch.
     args = build_parser(with_train_flags=bool(argv) and argv[0] in ("train", "retrain")
                         ).parse_args(argv)

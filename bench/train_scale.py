@@ -4,9 +4,12 @@ trained by `socialrec train` in a process of its own; per stage the wall seconds
 stage's peak resident memory, and the seconds per million events across the sizes.
 
     python -m bench.train_scale [--users 50000,100000,200000] [--items-per-user 0.5]
-                                [--activity 6.5] [--data-root bench/out/train-scale] [--no-docs]
+                                [--activity 6.5] [--data-root bench/out/train-scale] [--resume]
+                                [--no-docs]
 
-The shops are written once per (users, items, activity, seed) under --data-root and reused.
+The shops are written once per (users, items, activity, seed) under --data-root and reused;
+each training's figures are kept beside its shop, and --resume reuses them instead of training
+again (a run stopped after the first sizes goes on with the next).
 Prints one markdown section and writes it into docs/BENCHMARKS.md (between the train_scale
 markers) unless --no-docs."""
 
@@ -55,8 +58,11 @@ def events_in(folder: Path) -> int:
 
 
 def train_one(data: Path, out: Path, report: Path) -> None:
-    """In the child process: train, and write each stage's seconds and peak memory."""
-    from app.offline.stages import StageClock, peak_rss_mb
+    """In the child process: train as `socialrec train` does, and write each stage's seconds
+    and peak memory."""
+    from app.offline.stages import StageClock, passive_openmp, peak_rss_mb
+
+    passive_openmp()
     from app.offline.train import train
 
     clock = StageClock()
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=OUT / "train-scale")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs/BENCHMARKS.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the figures of shops already trained under --data-root")
     parser.add_argument("--no-docs", action="store_true", help="print only")
     parser.add_argument("--train-one", nargs=3, type=Path, metavar=("DATA", "OUT", "REPORT"),
                         help=argparse.SUPPRESS)
@@ -148,9 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         items = max(100, round(users * args.items_per_user))
         data = shop(args.data_root, users, items, args.activity, args.seed)
         events = events_in(data)
-        log(f"train {data.name}: {events:,} events (load {load_average()})")
-        result = measure(data)
-        result |= {"events": events, "users": users, "items": items}
+        kept = data / "train-result.json"
+        if args.resume and kept.is_file():
+            log(f"reuse {kept}")
+            result = json.loads(kept.read_text(encoding="utf-8"))
+        else:
+            log(f"train {data.name}: {events:,} events (load {load_average()})")
+            result = measure(data) | {"events": events, "users": users, "items": items}
+            kept.write_text(json.dumps(result), encoding="utf-8")
         log(f"  {result['seconds']:.0f} s, peak {max(result['stage_peak_mb'].values()):.0f} MB")
         rows.append(result)
     about = f"{machine(TRAIN_LIBS)}; training threads 2 (`TrainConfig.threads`)"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from app.events import ID_RE, event_weight
 
@@ -260,15 +261,28 @@ def _friend_lists(social: list[SocialRow], users: IdMap) -> list[list[tuple[int,
     return [list(f.items()) for f in friends]
 
 
-def load_dataset(folder: Path | str, type_weights: Mapping[str, float]) -> Dataset:
-    """Load the training part of a dataset folder (interactions or train, social, items)."""
+def count_rows(path: Path) -> int:
+    """Data rows of a CSV file without quoted newlines (a progress bar's total)."""
+    with path.open("rb") as fh:
+        return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+                   - 1)
+
+
+def load_dataset(folder: Path | str, type_weights: Mapping[str, float],
+                 progress: bool = False) -> Dataset:
+    """Load the training part of a dataset folder (interactions or train, social, items);
+    `progress`: a bar with an ETA over the interaction rows."""
     folder = Path(folder)
     users, items = IdMap(), IdMap()
     meta: dict[int, ItemMeta] = {}
     if (folder / "items.csv").is_file():
         for item_id, m in read_items(folder / "items.csv").items():
             meta[items.add(item_id)] = m
-    rows = iter_interactions(interactions_file(folder))
+    path = interactions_file(folder)
+    rows: Iterable[InteractionRow] = iter_interactions(path)
+    if progress:
+        rows = tqdm(rows, total=count_rows(path), desc="load", unit="row", leave=False,
+                    mininterval=0.5)
     social = read_social(folder / "social.csv") if (folder / "social.csv").is_file() else []
     for s in social:
         users.add(s.user_id)

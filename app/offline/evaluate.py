@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.offline.dataset import Dataset
+from app.offline.export import one_openmp_thread
 from app.serving.encode import History
 from app.serving.pipeline import Friends, Query, Recommender, UserState
 
@@ -112,8 +113,14 @@ def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
     the friends' own vectors and recent items. `known` replaces some users' own histories
     (truncated ones); their friends are still seen with everything they did."""
     cap = recommender.manifest.max_history
-    histories = [History.of(h[:cap]) for h in data.histories]
-    vectors = _encode(recommender, histories)
+    users = list(users)
+    friend_lists = {u: data.friends[u][: recommender.manifest.blend.max_friends] for u in users}
+    # only these users and their friends are encoded: a sample's states cost the sample, not
+    # the whole shop
+    needed = sorted(set(users).union(*({f for f, _ in fr} for fr in friend_lists.values())))
+    histories = {u: History.of(data.histories[u][:cap]) for u in needed}
+    encoded = _encode(recommender, [histories[u] for u in needed])
+    vectors = dict(zip(needed, encoded, strict=True))
     replaced = sorted(set(users) & set(known or {}))
     own = {u: (histories[u], vectors[u]) for u in users}
     if known and replaced:
@@ -122,9 +129,10 @@ def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
                         strict=True))
     states = {}
     for u, (history, vector) in own.items():
-        fr = data.friends[u][: recommender.manifest.blend.max_friends]
+        fr = friend_lists[u]
         friends = Friends(ids=[data.users.ids[f] for f, _ in fr],
-                          vectors=vectors[[f for f, _ in fr]].reshape(len(fr), vectors.shape[1]),
+                          vectors=np.asarray([vectors[f] for f, _ in fr], dtype=encoded.dtype
+                                             ).reshape(len(fr), encoded.shape[1]),
                           ties=np.asarray([w for _, w in fr], dtype=np.float32),
                           items=[histories[f].items for f, _ in fr])
         states[u] = UserState(history=history, friends=friends, vector=vector)
@@ -143,11 +151,13 @@ def rank_within(recommender: Recommender, data: Dataset, test: dict[int, set[int
     """`within`: rank only these items (ascending indices), e.g. the new products."""
     states = states or user_states(recommender, data, test)
     out = []
-    for u, relevant in test.items():
-        seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
-        query = Query(k=k, exclude_seen=True, exclude=seen, within=within)
-        rec = recommender.recommend(states[u], query, social=social, rerank_stage=rerank_stage)
-        out.append(UserRanking(u, [s.item for s in rec.items], relevant))
+    with one_openmp_thread():
+        for u, relevant in test.items():
+            seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
+            query = Query(k=k, exclude_seen=True, exclude=seen, within=within)
+            rec = recommender.recommend(states[u], query, social=social,
+                                        rerank_stage=rerank_stage)
+            out.append(UserRanking(u, [s.item for s in rec.items], relevant))
     return out
 
 
@@ -166,12 +176,13 @@ def rank_similar(recommender: Recommender, data: Dataset, test: dict[int, set[in
     when `states` has them."""
     vectors = recommender.artifacts.item_vectors
     out = []
-    for u, relevant in test.items():
-        seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
-        item = queries[u]
-        ranked = recommender.similar(vectors[item], Query(k=k, exclude=seen),
-                                     None if states is None else states[u], item=item)
-        out.append(UserRanking(u, [s.item for s in ranked], relevant))
+    with one_openmp_thread():
+        for u, relevant in test.items():
+            seen = np.fromiter((i for i, _ in data.histories[u]), dtype=np.int64)
+            item = queries[u]
+            ranked = recommender.similar(vectors[item], Query(k=k, exclude=seen),
+                                         None if states is None else states[u], item=item)
+            out.append(UserRanking(u, [s.item for s in ranked], relevant))
     return out
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from app.offline.dataset import Dataset
 from app.offline.evaluate import UserRanking, metrics_at
@@ -309,8 +310,9 @@ class ItemText:
     quantize: bool
 
     @classmethod
-    def prepare(cls, data: Dataset, quantize: bool = True,
-                cache: Path | None = None) -> ItemText:
+    def prepare(cls, data: Dataset, quantize: bool = True, cache: Path | None = None,
+                progress: bool = False) -> ItemText:
+        """`progress`: a bar with an ETA over the texts embedded."""
         folder = export_text_model(quantize, cache)
         info = text_info(None, quantize)
         session = text_session(folder / info.encoder_file, max(1, min(2, os.cpu_count() or 1)))
@@ -321,7 +323,9 @@ class ItemText:
         embeddings = np.zeros((len(items), info.text_dim), dtype=np.float32)
         rows = np.flatnonzero(described)
         if len(rows):
-            embeddings[rows] = encoder.embed([items[i].text() for i in rows])
+            with tqdm(total=len(rows), desc="text", unit="item", leave=False,
+                      disable=not progress) as bar:
+                embeddings[rows] = encoder.embed([items[i].text() for i in rows], done=bar.update)
         vocabulary = label_vocabulary(items)
         index = {x: n for n, x in enumerate(vocabulary)}
         labels = sp.vstack([sp.csr_matrix(label_features(items[s: s + 2048], index))

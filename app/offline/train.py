@@ -650,7 +650,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     torch.manual_seed(cfg.seed)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     with clock("load"):
-        data = load_dataset(data_dir, DEFAULT_EVENT_WEIGHTS)
+        data = load_dataset(data_dir, DEFAULT_EVENT_WEIGHTS, progress)
     read = [interactions_file(data_dir)] + [data_dir / n for n in ("social.csv", "items.csv")
                                             if (data_dir / n).is_file()]
     if not any(data.histories):
@@ -683,7 +683,9 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
                                  "als_iterations": float(fitted.iterations)}
     bands = [HistoryBand(min_items=lo) for lo, _ in ranges]
     val_data = dataclasses.replace(data, histories=kept)
-    text = ItemText.prepare(data, cfg.text_quantize) if cfg.text and has_text(data) else None
+    with clock("text"):  # every described item's text embedding
+        text = ItemText.prepare(data, cfg.text_quantize, progress=progress) \
+            if cfg.text and has_text(data) else None
     ridge, label_weight = cfg.text_ridge, cfg.text_label_weight
     similar = SimilarParams(candidates=cfg.candidates)
     if validate:

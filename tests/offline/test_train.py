@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -128,6 +129,17 @@ def test_training_never_reads_test_csv(tmp_path: Path) -> None:
     manifest = train(folder, tmp_path / "model", cfg, progress=False)
     assert ModelArtifacts.load(tmp_path / "model").manifest.model_version == \
         manifest.model_version
+
+
+def test_train_command_reports_every_stage_with_its_seconds_and_memory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_synthetic_dataset(tmp_path / "raw", n_users=60, n_items=80, seed=1)
+    assert main(["train", str(tmp_path / "raw"), "--out", str(tmp_path / "model"), "--dim",
+                 "8", "--iterations", "3", "--epochs", "5", "--match-weights", "0"]) == 0
+    stages = capsys.readouterr().out.splitlines()[-1]
+    assert stages.startswith("stages (wall seconds, peak resident MB): ")
+    for stage in ("load", "prepare", "als", "bands", "text", "match", "refit", "export"):
+        assert re.search(rf"\b{stage} \d+\.\d s \d+ MB", stages), (stage, stages)
 
 
 def test_tiny_dataset_without_validation_users(tmp_path: Path) -> None:
