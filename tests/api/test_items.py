@@ -14,6 +14,7 @@ from app.config import Settings
 from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN, CATALOG, CATALOG_TOKEN
+from tests.support.lists import ids, recommend
 from tests.support.models import replace_folder
 
 BOOTS = {"title": "Summit Trail Waterproof Hiking Boots", "category": "outdoor",
@@ -29,16 +30,6 @@ def shop_settings(loaded: Settings) -> Settings:
 async def shop(shop_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(shop_settings) as c:
         yield c
-
-
-def ids(body: dict) -> list[str]:
-    return [i["item_id"] for i in body["items"]]
-
-
-async def recommend(client: httpx.AsyncClient, user: str, **params: object) -> dict:
-    response = await client.get(f"/recommend/{user}", params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def put(client: httpx.AsyncClient, item_id: str, **fields: object) -> dict:

@@ -7,7 +7,6 @@ import asyncio
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
@@ -15,18 +14,9 @@ from app.config import Settings
 from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN, CATALOG, CATALOG_TOKEN
+from tests.support.lists import ids, recommend
 from tests.support.models import replace_folder
 from tests.support.redis_scan import holders
-
-
-def ids(body: dict) -> list[str]:
-    return [i["item_id"] for i in body["items"]]
-
-
-async def get(client: httpx.AsyncClient, user: str, **params: object) -> dict:
-    response = await client.get(f"/recommend/{user}", params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def list_keys(settings: Settings) -> list[bytes]:
@@ -56,11 +46,11 @@ async def test_a_cached_list_is_what_the_full_path_answers(cached: Settings, unc
                                                            synth_dir: Path) -> None:
     user = social_user(synth_dir)
     async with app_client(cached) as client, app_client(uncached) as fresh:
-        first = await get(client, user, k=20, explain=True)
+        first = await recommend(client, user, k=20, explain=True)
         assert len(list_keys(cached)) == 1
-        again = await get(client, user, k=20, explain=True)
-        shorter = await get(client, user, k=5)
-        assert first == again == await get(fresh, user, k=20, explain=True)
+        again = await recommend(client, user, k=20, explain=True)
+        shorter = await recommend(client, user, k=5)
+        assert first == again == await recommend(fresh, user, k=20, explain=True)
         assert ids(shorter) == ids(first)[:5]
         assert len(list_keys(cached)) == 1
 
@@ -69,13 +59,13 @@ async def test_the_users_own_event_shows_in_the_very_next_request(
         cached: Settings, uncached: Settings, synth_dir: Path) -> None:
     user = social_user(synth_dir)
     async with app_client(cached) as client, app_client(uncached) as fresh:
-        before = await get(client, user, k=20)
+        before = await recommend(client, user, k=20)
         bought = ids(before)[0]
         event = {"event_id": "own-1", "user_id": user, "type": "purchase", "item_id": bought}
         assert (await client.post("/events", json={"events": [event]})).status_code == 202
-        after = await get(client, user, k=20)
+        after = await recommend(client, user, k=20)
         assert bought not in ids(after)
-        assert after == await get(fresh, user, k=20)
+        assert after == await recommend(fresh, user, k=20)
 
 
 async def test_the_users_own_follow_shows_in_the_very_next_request(
@@ -85,13 +75,13 @@ async def test_the_users_own_follow_shows_in_the_very_next_request(
     new_friends = [u for u in sorted(hist, key=lambda u: -len(hist[u]))
                    if u != user and u not in data.friends(synth_dir)[user]][:5]
     async with app_client(cached) as client, app_client(uncached) as fresh:
-        before = await get(client, user, k=20, explain=True)
+        before = await recommend(client, user, k=20, explain=True)
         events = [{"user_id": user, "type": "follow", "friend_id": f, "value": 5}
                   for f in new_friends]
         assert (await client.post("/events", json={"events": events})).status_code == 202
-        after = await get(client, user, k=20, explain=True)
+        after = await recommend(client, user, k=20, explain=True)
         assert after != before
-        assert after == await get(fresh, user, k=20, explain=True)
+        assert after == await recommend(fresh, user, k=20, explain=True)
 
 
 async def test_a_friends_event_reaches_the_user_within_the_ttl(
@@ -108,13 +98,13 @@ async def test_a_friends_event_reaches_the_user_within_the_ttl(
     async with app_client(loaded.model_copy(update={"cache_ttl_s": ttl})) as client, \
             app_client(loaded.model_copy(update={"cache_ttl_s": 0})) as fresh:
         assert (await client.post("/events", json={"events": follows})).status_code == 202
-        before = await get(client, "fan", k=30, explain=True)
+        before = await recommend(client, "fan", k=30, explain=True)
         assert (await client.post("/events", json={"events": buys})).status_code == 202
-        now = await get(fresh, "fan", k=30, explain=True)
+        now = await recommend(fresh, "fan", k=30, explain=True)
         assert now != before, "the friends' purchases change the fan's list"
-        assert await get(client, "fan", k=30, explain=True) == before, "cached for the TTL"
+        assert await recommend(client, "fan", k=30, explain=True) == before, "cached for the TTL"
         await asyncio.sleep(ttl + 0.2)
-        assert await get(client, "fan", k=30, explain=True) == now
+        assert await recommend(client, "fan", k=30, explain=True) == now
 
 
 async def test_a_reload_never_serves_the_old_models_list(
@@ -125,27 +115,27 @@ async def test_a_reload_never_serves_the_old_models_list(
     second = cached.model_copy(update={"artifacts": second_artifacts_dir, "cache_ttl_s": 0})
     user = social_user(synth_dir)
     async with app_client(own) as client:
-        old = await get(client, user, k=20)
+        old = await recommend(client, user, k=20)
         replace_folder(second_artifacts_dir, folder)
         reloaded = await client.post("/admin/reload", headers=ADMIN)
         assert reloaded.status_code == 200, reloaded.text
-        after = await get(client, user, k=20)
+        after = await recommend(client, user, k=20)
         async with app_client(second) as fresh:
-            expected = await get(fresh, user, k=20)
+            expected = await recommend(fresh, user, k=20)
         assert after["model_version"] == expected["model_version"] != old["model_version"]
         assert after == expected
-        assert after == await get(client, user, k=20), "the new model's list is cached"
+        assert after == await recommend(client, user, k=20), "the new model's list is cached"
 
 
 async def test_an_unavailable_or_withdrawn_item_never_comes_from_the_cache(
         cached: Settings, synth_dir: Path) -> None:
     user = social_user(synth_dir)
     async with app_client(cached) as client:
-        before = ids(await get(client, user, k=20))
+        before = ids(await recommend(client, user, k=20))
         put = await client.put(f"/items/{before[0]}", json={"available": False}, headers=CATALOG)
         assert put.status_code == 200, put.text
         assert (await client.delete(f"/items/{before[1]}", headers=CATALOG)).status_code == 200
-        after = ids(await get(client, user, k=20))
+        after = ids(await recommend(client, user, k=20))
         assert len(after) == 20
         assert not {before[0], before[1]} & set(after)
         assert after[:18] == before[2:20]
@@ -156,11 +146,11 @@ async def test_ttl_zero_writes_no_cache_key(cached: Settings, uncached: Settings
     users = sorted(data.histories(synth_dir))[:5]
     async with app_client(uncached) as client:
         for user in users:
-            await get(client, user, k=10)
+            await recommend(client, user, k=10)
     assert list_keys(uncached) == []
     async with app_client(cached) as client:
         for user in users:
-            await get(client, user, k=10)
+            await recommend(client, user, k=10)
     assert len(list_keys(cached)) == len(users)
 
 
@@ -172,10 +162,10 @@ async def test_erasure_removes_the_cached_lists_naming_the_user(
     sync = redis.Redis.from_url(cached.redis_url)
     try:
         async with app_client(cached) as client:
-            body = await get(client, user, k=100, explain=True)
+            body = await recommend(client, user, k=100, explain=True)
             friend = next(f for i in body["items"] for r in i["reasons"]
                           for f in r.get("friends", []))
-            await get(client, friend, k=10)
+            await recommend(client, friend, k=10)
             lists = [k for k in holders(sync, cached.key_prefix, friend) if k.endswith(":list")]
             assert len(lists) == 2, lists
             erased = await client.delete(f"/users/{friend}", headers=ADMIN)

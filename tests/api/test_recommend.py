@@ -14,16 +14,7 @@ import pytest
 from app.config import Settings
 from tests.conftest import app_client
 from tests.support import data
-
-
-def ids(body: dict) -> list[str]:
-    return [i["item_id"] for i in body["items"]]
-
-
-async def get(client: httpx.AsyncClient, user: str, **params: object) -> dict:
-    response = await client.get(f"/recommend/{user}", params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
+from tests.support.lists import ids, recommend
 
 
 def user_with_history_and_friends(synth_dir: Path) -> str:
@@ -34,7 +25,7 @@ def user_with_history_and_friends(synth_dir: Path) -> str:
 async def test_known_user_gets_personal_social_without_what_they_bought(
         client: httpx.AsyncClient, synth_dir: Path) -> None:
     user = user_with_history_and_friends(synth_dir)
-    body = await get(client, user, k=20)
+    body = await recommend(client, user, k=20)
     assert body["strategy"] == "personal_social"
     assert body["degraded"] is False
     assert len(body["items"]) == 20
@@ -45,7 +36,7 @@ async def test_known_user_gets_personal_social_without_what_they_bought(
 
 
 async def test_unknown_user_gets_popular_not_404(client: httpx.AsyncClient) -> None:
-    body = await get(client, "never-seen-before", k=10)
+    body = await recommend(client, "never-seen-before", k=10)
     assert body["strategy"] == "popular"
     assert len(body["items"]) == 10
 
@@ -57,8 +48,8 @@ async def test_new_user_with_friends_gets_their_taste(client: httpx.AsyncClient,
     events = [{"user_id": "newcomer", "type": "follow", "friend_id": f} for f in friends]
     assert (await client.post("/events", json={"events": events})).status_code == 202
 
-    body = await get(client, "newcomer", k=20)
-    popular = await get(client, "nobody-at-all", k=20)
+    body = await recommend(client, "newcomer", k=20)
+    popular = await recommend(client, "nobody-at-all", k=20)
     assert body["strategy"] == "social_cold_start"
     taste = data.category_profile(set().union(*(hist[f] for f in friends)), cats)
 
@@ -72,7 +63,7 @@ async def test_purchases_move_a_category_up_at_once(client: httpx.AsyncClient,
                                                     synth_dir: Path) -> None:
     user = user_with_history_and_friends(synth_dir)
     cats = data.item_categories(synth_dir)
-    before = await get(client, user, k=50)
+    before = await recommend(client, user, k=50)
     target = min(sorted(set(cats.values())),
                  key=lambda c: sum(cats[i] == c for i in ids(before)))
     bought = [i for i in sorted(cats) if cats[i] == target][:6]
@@ -81,14 +72,14 @@ async def test_purchases_move_a_category_up_at_once(client: httpx.AsyncClient,
     first = await client.post("/events", json={"events": events})
     assert first.json() == {"accepted": 6, "duplicates": 0}
 
-    after = await get(client, user, k=50)
+    after = await recommend(client, user, k=50)
     assert sum(cats[i] == target for i in ids(after)) > sum(cats[i] == target for i in ids(before))
     assert not set(bought) & set(ids(after)), "just-bought items are excluded"
 
     again = await client.post("/events", json={"events": events})
     assert again.status_code == 202
     assert again.json() == {"accepted": 0, "duplicates": 6}
-    assert ids(await get(client, user, k=50)) == ids(after)
+    assert ids(await recommend(client, user, k=50)) == ids(after)
 
 
 async def test_popular_lists_show_the_live_counts_they_are_ordered_by(loaded: Settings) -> None:
@@ -103,7 +94,7 @@ async def test_popular_lists_show_the_live_counts_they_are_ordered_by(loaded: Se
         assert (await client.post("/events", json={"events": events})).status_code == 202
     async with app_client(loaded) as client:  # a fresh process reads live popularity at start
         deadline = time.monotonic() + 10
-        while ids(body := await get(client, "nobody-yet", k=10))[:2] != least:
+        while ids(body := await recommend(client, "nobody-yet", k=10))[:2] != least:
             assert time.monotonic() < deadline, "live popularity never read"
             await asyncio.sleep(0.05)
     assert body["strategy"] == "popular"
@@ -119,16 +110,16 @@ async def test_exclude_seen_remembers_far_beyond_the_history(
     hist = data.histories(synth_dir)
     heavy = max(sorted(hist), key=lambda u: len(hist[u]))
     assert len(hist[heavy]) > loaded.history_len
-    assert not set(ids(await get(client, heavy, k=100))) & hist[heavy]
+    assert not set(ids(await recommend(client, heavy, k=100))) & hist[heavy]
 
     # a shopper buys 120 items, first the ones recommended to them
     catalogue = sorted(data.item_categories(synth_dir))
-    first = ids(await get(client, "shopper", k=100))
+    first = ids(await recommend(client, "shopper", k=100))
     bought = first + [i for i in catalogue if i not in first][:20]
     events = [{"event_id": f"b{n}", "user_id": "shopper", "type": "purchase", "item_id": i,
                "timestamp": 1.7e9 + n} for n, i in enumerate(bought)]
     assert (await client.post("/events", json={"events": events})).status_code == 202
-    assert not set(ids(await get(client, "shopper", k=100))) & set(bought)
+    assert not set(ids(await recommend(client, "shopper", k=100))) & set(bought)
 
 
 async def test_follow_names_the_friend_who_bought_the_item(client: httpx.AsyncClient,
@@ -139,7 +130,7 @@ async def test_follow_names_the_friend_who_bought_the_item(client: httpx.AsyncCl
               {"user_id": "fan", "type": "follow", "friend_id": "friend-x"}]
     assert (await client.post("/events", json={"events": events})).status_code == 202
 
-    body = await get(client, "fan", k=100, explain="true")
+    body = await recommend(client, "fan", k=100, explain="true")
     assert body["strategy"] == "social_cold_start"
     reasons = {i["item_id"]: i["reasons"] for i in body["items"]}
     assert item in reasons
@@ -156,7 +147,7 @@ async def test_reasons_can_count_friends_without_naming_them(loaded: Settings,
                   {"user_id": "fan2", "type": "follow", "friend_id": "friend-y"},
                   {"user_id": "fan2", "type": "follow", "friend_id": "friend-z"}]
         assert (await client.post("/events", json={"events": events})).status_code == 202
-        body = await get(client, "fan2", k=100, explain="true")
+        body = await recommend(client, "fan2", k=100, explain="true")
     reasons = {i["item_id"]: i["reasons"] for i in body["items"]}
     assert {"kind": "friends_engaged", "friend_count": 2} in reasons[item]
     assert "friend-y" not in json.dumps(body)
@@ -166,13 +157,13 @@ async def test_exclude_and_category_keep_the_list_k_long(client: httpx.AsyncClie
                                                          synth_dir: Path) -> None:
     user = user_with_history_and_friends(synth_dir)
     cats = data.item_categories(synth_dir)
-    first = ids(await get(client, user, k=10))
-    body = await get(client, user, k=10, exclude=first[:5])
+    first = ids(await recommend(client, user, k=10))
+    body = await recommend(client, user, k=10, exclude=first[:5])
     assert len(body["items"]) == 10
     assert not set(first[:5]) & set(ids(body))
 
     wanted = sorted(set(cats.values()))[:2]
-    body = await get(client, user, k=30, category=wanted)
+    body = await recommend(client, user, k=30, category=wanted)
     assert len(body["items"]) == 30
     assert {i["category"] for i in body["items"]} <= set(wanted)
 
@@ -195,8 +186,8 @@ async def test_malformed_input_is_422_naming_the_field(client: httpx.AsyncClient
 async def test_social_false_ranks_as_if_the_user_had_no_friends(client: httpx.AsyncClient,
                                                                 synth_dir: Path) -> None:
     user = user_with_history_and_friends(synth_dir)
-    with_friends = await get(client, user, k=20, explain=True)
-    own = await get(client, user, k=20, explain=True, social=False)
+    with_friends = await recommend(client, user, k=20, explain=True)
+    own = await recommend(client, user, k=20, explain=True, social=False)
     assert with_friends["strategy"] == "personal_social"
     assert own["strategy"] == "personal"
     assert ids(own) != ids(with_friends)
@@ -205,7 +196,7 @@ async def test_social_false_ranks_as_if_the_user_had_no_friends(client: httpx.As
     events = [{"user_id": user, "type": "unfollow", "friend_id": f}
               for f in data.friends(synth_dir)[user]]
     assert (await client.post("/events", json={"events": events})).status_code == 202
-    assert await get(client, user, k=20, explain=True) == own
+    assert await recommend(client, user, k=20, explain=True) == own
 
 
 async def test_one_view_gets_a_list_about_that_item(client: httpx.AsyncClient,
@@ -223,7 +214,7 @@ async def test_one_view_gets_a_list_about_that_item(client: httpx.AsyncClient,
         user = f"one-view-{n}"
         event = {"user_id": user, "type": "view", "item_id": item}
         assert (await client.post("/events", json={"events": [event]})).status_code == 202
-        body = await get(client, user, k=10, explain=True)
+        body = await recommend(client, user, k=10, explain=True)
         assert body["strategy"] == "personal"
         scores = [i["score"] for i in body["items"]]
         assert len(set(scores)) == len(scores), scores  # ranked, not tied

@@ -14,16 +14,7 @@ from app.tools.local_redis import free_port
 from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import CATALOG, CATALOG_TOKEN
-
-
-def ids(body: dict) -> list[str]:
-    return [i["item_id"] for i in body["items"]]
-
-
-async def similar(client: httpx.AsyncClient, item: str, **params: object) -> dict:
-    response = await client.get(f"/items/{item}/similar", params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
+from tests.support.lists import ids, similar
 
 
 def busy_user(synth_dir: Path) -> str:
