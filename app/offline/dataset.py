@@ -79,7 +79,8 @@ class Dataset:
     """Histories and friendships over dense indices.
 
     `histories[u]` is a list of (item index, weight), most recent first, one entry per item;
-    `friends[u]` a list of (user index, tie weight).
+    `friends[u]` a list of (user index, tie weight), strongest tie first (file order among
+    equal weights), so the first `max_friends` are the ones the service blends.
     """
 
     users: IdMap
@@ -258,7 +259,7 @@ def _friend_lists(social: list[SocialRow], users: IdMap) -> list[list[tuple[int,
         u, f = users.index[s.user_id], users.index[s.friend_id]
         if u != f:
             friends[u][f] = s.weight
-    return [list(f.items()) for f in friends]
+    return [sorted(f.items(), key=lambda tie: -tie[1]) for f in friends]
 
 
 def count_rows(path: Path) -> int:

@@ -85,6 +85,16 @@ def test_friends_are_directed_default_weight_one_and_no_self_loops(tiny: Path) -
     assert ds.n_users == 4
 
 
+def test_friends_are_listed_strongest_tie_first_as_the_service_caps_them(
+        tmp_path: Path) -> None:
+    write(tmp_path, "interactions.csv", INTERACTIONS_HEADER, ["u,i,view,,1"])
+    write(tmp_path, "social.csv", SOCIAL_HEADER,
+          ["u,weak,0.5", "u,strong,3", "u,mid_a,1", "u,mid_b,1"])
+    ds = load_dataset(tmp_path, W)
+    order = [ds.users.ids[f] for f, _ in ds.friends[ds.users.index["u"]]]
+    assert order == ["strong", "mid_a", "mid_b", "weak"]
+
+
 def test_item_metadata_is_read_and_catalogue_items_are_indexed(tiny: Path) -> None:
     ds = load_dataset(tiny, W)
     book = ds.item_meta[ds.items.index["book"]]
