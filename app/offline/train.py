@@ -755,6 +755,9 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     with clock("export"):
         manifest = _export(out_dir, data, encoder, counts, cfg, bands, metrics,
                            fingerprint(read), info, text, ridge, label_weight, similar)
-    log.info("trained %s in %.1f s: %s", manifest.model_version, metrics["train_seconds"],
-             metrics)
+    # One readable line; the whole metrics dict is in the manifest and the training report.
+    log.info("trained %s in %.1f s: validation R@20 %.4f, NDCG@20 %.4f",
+             manifest.model_version, metrics["train_seconds"],
+             metrics.get("val_recall@20", math.nan), metrics.get("val_ndcg@20", math.nan))
+    log.debug("training metrics: %s", metrics)
     return manifest
