@@ -381,10 +381,10 @@ class RedisStore:
         lease = b"\x00" + os.urandom(8) if ranked else b""
         head, tail = ("", "") if cluster else self.keys.vector_key_parts()
         k = self.keys
-        reply = (await self._run_scripts([(
+        reply = await self._run_script(
             _READ_USER, [k.ranked(user_id), k.history(user_id), k.friends(user_id),
                          k.vector(user_id), k.seen(user_id)],
-            [tag, lease, RANKED_LEASE_MS, max_friends, head, tail])]))[0]
+            [tag, lease, RANKED_LEASE_MS, max_friends, head, tail])
         if reply[0] == 1:
             return UserRead(reply[1][len(tag):], None, [], None)
         hist, flat = reply[2], reply[3]
@@ -399,9 +399,9 @@ class RedisStore:
                           ttl_s: int) -> bool:
         """Store a user's ranked list for `ttl_s` seconds if the lease `read_user` took is
         still there (no event of the user landed since the read); True when stored."""
-        return bool((await self._run_scripts([(
+        return bool(await self._run_script(
             _SAVE_RANKED, [self.keys.ranked(user_id)],
-            [lease, ranked_tag(version) + body, ttl_s])]))[0])
+            [lease, ranked_tag(version) + body, ttl_s]))
 
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> list[CachedVector | None]:
@@ -577,6 +577,20 @@ class RedisStore:
         else:
             infos = [await self.client.info("memory")]
         return [_s(info.get("maxmemory_policy", "noeviction")) for info in infos]
+
+    async def _run_script(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """One script call as a plain EVALSHA, without a pipeline: the per-request reads and
+        list writes are single calls, and a one-command pipeline costs the client about as
+        much again as the command. A server that does not know the script (new, restarted,
+        failed over) answers NOSCRIPT before running anything, and the call is sent again as
+        EVAL, which also caches the script there. The cluster client routes both by the
+        slot of the keys."""
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys,
+                                                     *args)
+        except NoScriptError:
+            return await self.client.execute_command("EVAL", script.text, len(keys), *keys,
+                                                     *args)
 
     async def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
         """Every call as EVALSHA in one pipeline. On a cluster the pipeline is split by node

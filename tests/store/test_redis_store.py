@@ -213,3 +213,24 @@ async def test_scripts_unknown_to_the_server_are_loaded_and_run_once(
     assert await store.apply([view(1), view(3)]) == [False, True]
     assert len(log_fields(store_settings)) == 3
     assert [i for i, _ in (await store.user("u", "v", FRIENDS)).history] == ["i3", "i1"]
+
+
+async def test_the_user_read_and_the_list_write_load_unknown_scripts(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-request read and list write are single EVALSHA calls: a server that answers
+    NOSCRIPT gets the script text once (EVAL) and the call runs once."""
+    from app.store import redis_store, scripts
+
+    tag = f"\n-- {uuid.uuid4().hex}\n"
+    monkeypatch.setattr(redis_store, "_READ_USER",
+                        redis_store._Script.of(scripts.READ_USER + tag))
+    monkeypatch.setattr(redis_store, "_SAVE_RANKED",
+                        redis_store._Script.of(scripts.SAVE_RANKED + tag))
+    assert await store.apply([view(1), Event("f1", "u", "follow", friend_id="a", value=2.0)])
+    read = await store.read_user("u", "v1", FRIENDS, ranked=True)
+    assert read.ranked is None and read.raw is not None and read.lease is not None
+    assert read.raw.friends == [("a", 2.0)]
+    assert await store.save_ranked("u", read.lease, "v1", b"the list", 30)
+    assert (await store.read_user("u", "v1", FRIENDS, ranked=True)).ranked == b"the list"
+    # a lease another request's write has replaced stores nothing
+    assert not await store.save_ranked("u", read.lease, "v1", b"older", 30)
