@@ -408,12 +408,18 @@ def _merge_side(ids: np.ndarray, scores: np.ndarray, catalog: CatalogView, vecto
     product of the same query with vectors in the same space. `n` counts the banned items
     (`banned`: sorted) on top of the wanted ones; the side index needs only its own share.
 
-    Most lists take far fewer live items than that share, and a search for fewer is cheaper:
-    the side index is asked for SIDE_FIRST first, and for the whole share only when every one
-    of those made the merged list (else no live item below them can)."""
+    While live items are a small share of the catalogue, most lists take far fewer of them
+    than that share, and a search for fewer is cheaper: the side index is asked for SIDE_FIRST
+    first, and for the whole share only when every one of those made the merged list (else no
+    live item below them can). When the live items' share of the catalogue says SIDE_FIRST of
+    them would make the list anyway, the first search would be wasted: the whole share is
+    asked for at once."""
     live_banned = banned[int(np.searchsorted(banned, catalog.base)):]
     side_n = max(0, n - len(banned)) + len(live_banned)
-    for wanted in (min(SIDE_FIRST, side_n), side_n):
+    live = len(catalog.ids)
+    first = side_n if side_n * live >= SIDE_FIRST * (live + catalog.base) else \
+        min(SIDE_FIRST, side_n)
+    for wanted in (first, side_n):
         side_scores, side_ids = catalog.search(vector, wanted, allowed)
         fetched = len(side_ids)
         if len(live_banned):

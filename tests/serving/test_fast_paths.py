@@ -1,17 +1,21 @@
 """The vectorised serving steps give the same answers as the straightforward versions they
-replaced: banned-item filter, friends' social proof, category index, stored vectors."""
+replaced: banned-item filter, friends' social proof, category index, stored vectors, the merge of
+live and model candidates."""
 
 from __future__ import annotations
 
 import gc
+from typing import cast
 
 import faiss
 import numpy as np
 import pytest
 
 from app.serving.artifacts import ItemCatalog, stored_vectors
+from app.serving.catalog import CatalogView
 from app.serving.filter import keep
-from app.serving.pipeline import Friends
+from app.serving.pipeline import Friends, _merge_side
+from app.serving.side import SideIndex
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -68,3 +72,44 @@ def test_stored_vectors_view_the_index_and_keep_it_alive(kind: str) -> None:
     del index
     gc.collect()
     assert np.array_equal(view, x)
+
+
+class _Live:
+    """The part of a CatalogView `_merge_side` reads: live items from `base` on."""
+
+    def __init__(self, base: int, side: SideIndex) -> None:
+        self.base, self.side = base, side
+        self.ids = [f"live{n}" for n in range(len(side))]
+
+    def search(self, vector: np.ndarray, n: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.side.search(vector, n, allowed)
+        return scores, rows + self.base
+
+
+@pytest.mark.parametrize(("model_items", "live_items"), [(500, 40), (500, 300), (60, 3000)])
+@pytest.mark.parametrize("seed", range(4))
+def test_merged_candidates_are_the_top_of_model_and_live_items_together(
+        model_items: int, live_items: int, seed: int) -> None:
+    # small and large live shares take different search plans; the answer must not differ
+    rng = np.random.default_rng(seed)
+    dim, n = 8, 120
+    model = rng.standard_normal((model_items, dim)).astype(np.float32)
+    side = SideIndex(dim)
+    for vector in rng.standard_normal((live_items, dim)).astype(np.float32):
+        side.set(side.append(), vector)
+    query = rng.standard_normal(dim).astype(np.float32)
+    everything = np.concatenate([model, side.rows(np.arange(live_items))]) @ query
+    banned = np.sort(rng.choice(len(everything), 30, replace=False))
+    ranked = [i for i in np.argsort(-everything, kind="stable").tolist()
+              if i not in set(banned.tolist())]
+    model_scores = model @ query
+    faiss_top = [i for i in np.argsort(-model_scores, kind="stable").tolist()
+                 if i not in set(banned.tolist())][: n - len(banned)]
+    ids, scores = _merge_side(np.asarray(faiss_top, np.int64), model_scores[faiss_top],
+                              cast(CatalogView, _Live(model_items, side)), query, n, banned,
+                              None)
+    # `n` leaves room for the banned: the first n − len(banned) are the wanted ones
+    assert ids[: n - len(banned)].tolist() == ranked[: n - len(banned)]
+    assert not np.isin(ids, banned).any()
+    assert np.allclose(scores, everything[ids], atol=1e-5)
