@@ -8,13 +8,15 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import StateDep
+from app.api.quick import QuickRecommendRoute
 from app.api.render import item_body
 from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
 from app.serving.pipeline import Strategy
 
-router = APIRouter(tags=["recommend"])
+# The hot route: plainly spelled requests skip FastAPI's generic handler (app.api.quick).
+router = APIRouter(tags=["recommend"], route_class=QuickRecommendRoute)
 
 PERSONAL = {Strategy.PERSONAL, Strategy.PERSONAL_SOCIAL}
 
