@@ -5,8 +5,11 @@ Steps (test.csv is never read):
 
 1. validation: for every user with ≥ 2 items, hold out `validation_fraction` of them (seeded; at
    least one item stays in the history);
-2. weighted ALS on the remaining pairs; the number of iterations is chosen by validation NDCG@20
-   of the *served* encoder (ONNX-equivalent fold-in of the capped history), with early stopping;
+2. weighted ALS on the remaining pairs for at most a fixed budget of iterations (the same for
+   every shop size, so the ALS work per event does not grow with the shop); the number of
+   iterations is chosen by validation NDCG@20 of the *served* encoder (ONNX-equivalent fold-in
+   of the capped history) on a seeded sample of validation users, every other iteration, with
+   early stopping that can only end sooner;
 3. the serving weights are learned per history band (app/serving/artifacts.HistoryBand): the
    validation users are truncated to each band's lengths (a seeded random choice of their kept
    items, as the evaluation's truncated-history protocol does; all kept items still excluded,
@@ -71,7 +74,7 @@ from app.offline.model import (
     fit_als,
     popularity_feature,
 )
-from app.offline.stages import StageClock
+from app.offline.stages import StageClock, gc_frozen_scope, gc_paused
 from app.offline.text import ItemText, has_text
 from app.serving.artifacts import (
     BlendParams,
@@ -98,9 +101,14 @@ class TrainConfig:
     dim: int = 128
     regularization: float = 50.0
     alpha: float = 10.0
-    iterations: int = 30  # ALS iterations at most; the best count is chosen on validation
-    eval_every: int = 1
-    patience: int = 5  # evaluations without improvement before ALS stops early
+    # ALS iterations at most: a fixed budget, whatever the shop's size, so that the ALS work
+    # per event does not grow with the shop; validation only stops sooner and picks the count
+    # (docs/OPERATIONS.md §10)
+    iterations: int = 10
+    eval_every: int = 2  # ALS iterations between two validation scores
+    patience: int = 3  # evaluations without a gain of `min_als_gain` before ALS stops early
+    min_als_gain: float = 0.002  # relative NDCG@20 gain an evaluation must bring to count
+    als_validation_users: int = 2000  # seeded sample of the validation users scoring ALS
     cg_steps: int = 3  # CG steps per ALS half-iteration
     encoder_cg_steps: int = 12  # CG steps of the fold-in inside the ONNX encoder
     epochs: int = 60  # Adam steps fitting each history band's weights
@@ -142,6 +150,7 @@ class _Fitted:
     item_factors: torch.Tensor
     iterations: int
     scores: dict[str, float]
+    iterations_run: int  # ALS iterations computed on the validation split
 
 
 def carve_validation(histories: Histories, fraction: float, seed: int) -> tuple[
@@ -266,20 +275,29 @@ def _solver(cfg: TrainConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]
     raise ValueError(f"engine {cfg.engine!r}: expected implicit or spark")
 
 
-def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users: int,
-                         n_items: int, scale: float, cfg: TrainConfig, bar: tqdm[Any]) -> _Fitted:
+def _fit_with_validation(kept: Histories,
+                         validator: Callable[[FoldInEncoder], dict[str, float]] | None,
+                         n_users: int, n_items: int, scale: float, cfg: TrainConfig,
+                         bar: tqdm[Any]) -> _Fitted:
+    """ALS for at most `cfg.iterations` iterations, validated every `eval_every`: an
+    evaluation counts as progress only when its NDCG@20 beats the best so far by
+    `min_als_gain` (relative); `patience` evaluations without progress stop it. The chosen
+    count is the last iteration that made progress."""
     users, items, values = _pairs(kept, scale)
     best: dict[str, Any] = {"ndcg": -1.0, "factors": None, "it": 0, "scores": {}}
     stale = [0]
+    trace: list[tuple[int, float]] = []
 
     def callback(it: int, _user_f: torch.Tensor, item_f: torch.Tensor) -> bool:
         bar.update(1)
+        trace.append((it, math.nan))
         if validator is None or (it % cfg.eval_every and it != cfg.iterations):
             return False
         scores = validator(FoldInEncoder(item_f, cfg.regularization, cfg.alpha, scale,
                                          cfg.encoder_cg_steps))
         bar.set_postfix(stage="als", it=it, val_ndcg=f"{scores['ndcg@20']:.4f}")
-        if scores["ndcg@20"] > best["ndcg"]:
+        trace[-1] = (it, scores["ndcg@20"])
+        if scores["ndcg@20"] > best["ndcg"] * (1.0 + cfg.min_als_gain):
             best.update(ndcg=scores["ndcg@20"], factors=item_f.clone(), it=it, scores=scores)
             stale[0] = 0
         else:
@@ -289,9 +307,19 @@ def _fit_with_validation(kept: Histories, validator: _Validator | None, n_users:
     _, item_f = _solver(cfg)(users, items, values, n_users, n_items, cfg.dim,
                              cfg.regularization, cfg.alpha, cfg.iterations, cfg.seed,
                              cfg.cg_steps, callback, cfg.threads)
+    log.info("ALS validation NDCG@20 by iteration: %s",
+             ", ".join(f"{it} {v:.4f}" for it, v in trace if not math.isnan(v)))
+    run = trace[-1][0] if trace else cfg.iterations
     if best["factors"] is None:
-        return _Fitted(item_f, cfg.iterations, {})
-    return _Fitted(best["factors"], best["it"], best["scores"])
+        return _Fitted(item_f, cfg.iterations, {}, run)
+    return _Fitted(best["factors"], best["it"], best["scores"], run)
+
+
+def _sample(users: list[int], size: int, seed: int) -> list[int]:
+    """At most `size` of `users` (sorted), a seeded choice when there are more."""
+    if len(users) <= size:
+        return list(users)
+    return sorted(np.random.default_rng([seed, size]).choice(users, size, replace=False).tolist())
 
 
 def _band_histories(kept: Histories, users: list[int], lo: int, hi: float, cfg: TrainConfig,
@@ -642,20 +670,25 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
     """`clock` (optional) also receives the export stage, which the manifest cannot record
     (it is the manifest's own writing); the manifest has every earlier stage's seconds and
     peak memory in its metrics."""
-    cfg = config
+    with gc_frozen_scope():
+        return _train(data_dir, out_dir, config, progress, clock)
+
+
+def _train(data_dir: Path, out_dir: Path, cfg: TrainConfig, progress: bool,
+           clock: StageClock | None) -> Manifest:
     _solver(cfg)  # an unknown engine fails before the data is read
     started = time.perf_counter()
     clock = clock if clock is not None else StageClock()
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with clock("load"):
+    with clock("load"), gc_paused():
         data = load_dataset(data_dir, DEFAULT_EVENT_WEIGHTS, progress)
     read = [interactions_file(data_dir)] + [data_dir / n for n in ("social.csv", "items.csv")
                                             if (data_dir / n).is_file()]
     if not any(data.histories):
         raise ValueError(f"{data_dir}: no interactions to train on")
-    with clock("prepare"):
+    with clock("prepare"), gc_paused():
         scale = _weight_scale(data.histories)
         kept, held = carve_validation(data.histories, cfg.validation_fraction, cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -673,14 +706,17 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(),  #
 
     # 1-2. ALS on the kept pairs, iterations chosen on validation through the served encoder.
     with clock("als"), _bar("als", cfg.iterations, progress) as bar:
-        validator = _Validator(kept, held, val_users, data.n_items, cfg.max_history) \
+        als_users = _sample(val_users, cfg.als_validation_users, cfg.seed)
+        validator = _Validator(kept, held, als_users, data.n_items, cfg.max_history) \
             if validate else None
         fitted = _fit_with_validation(kept, validator, data.n_users, data.n_items, scale, cfg,
                                       bar)
     encoder = FoldInEncoder(fitted.item_factors, cfg.regularization, cfg.alpha, scale,
                             cfg.encoder_cg_steps)
     metrics: dict[str, float] = {"val_users": float(len(val_users)),
-                                 "als_iterations": float(fitted.iterations)}
+                                 "val_als_users": float(len(als_users) if validate else 0),
+                                 "als_iterations": float(fitted.iterations),
+                                 "als_iterations_run": float(fitted.iterations_run)}
     bands = [HistoryBand(min_items=lo) for lo, _ in ranges]
     val_data = dataclasses.replace(data, histories=kept)
     with clock("text"):  # every described item's text embedding
