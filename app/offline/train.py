@@ -782,6 +782,7 @@ def _train(data_dir: Path, out_dir: Path, cfg: TrainConfig, progress: bool,
     info: dict[str, float | int | str] = {
         "architecture": "als-foldin", "factors": cfg.dim, "regularization": cfg.regularization,
         "alpha": cfg.alpha, "weight_scale": scale, "iterations": fitted.iterations,
+        "iteration_budget": cfg.iterations,
         "encoder_cg_steps": cfg.encoder_cg_steps, "seed": cfg.seed,
         "refit_full": int(cfg.refit_full), "engine": cfg.engine}
     counts = item_counts(data.histories, data.n_items) if cfg.refit_full else counts_kept

@@ -113,6 +113,12 @@ def test_manifest_records_training(trained, split: Path) -> None:
     assert [b.min_items for b in manifest.bands] == [0, 1, 2, 3, 5, 10, 20]
     assert manifest.model["architecture"] == "als-foldin"
     assert manifest.metrics["val_users"] > 0
+    # the ALS iterations: chosen within the budget, on the ALS validation sample
+    assert manifest.model["iteration_budget"] == SMALL.iterations
+    assert 1 <= manifest.model["iterations"] == manifest.metrics["als_iterations"] \
+        <= manifest.metrics["als_iterations_run"] <= SMALL.iterations
+    assert 0 < manifest.metrics["val_als_users"] <= min(manifest.metrics["val_users"],
+                                                        SMALL.als_validation_users)
     # every stage before the export has its seconds and peak memory in the report
     stages = ("load", "prepare", "als", "bands", "text", "match", "refit")
     seconds = [manifest.metrics[f"seconds_{s}"] for s in stages]
