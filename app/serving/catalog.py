@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +120,16 @@ class CatalogView:
             source = "text" if self.side.informed(index - self.base) else "none"
         return ItemView(index, index < self.base, source, index not in self._unavailable,
                         title, category)
+
+    def memo(self, name: str) -> dict[Any, Any]:
+        """A dict for values the caller derives from items' descriptions (the API's JSON of
+        each item): dropped with every change of the catalogue, so it never outlives one.
+        At most one entry per item of the view."""
+        memo = self._cache.get("memo:" + name)
+        if memo is None:
+            memo = self._cache["memo:" + name] = {}
+        assert isinstance(memo, dict)
+        return memo
 
     @property
     def unavailable(self) -> np.ndarray:

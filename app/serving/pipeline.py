@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from app.serving.artifacts import HistoryBand, Manifest, ModelArtifacts
 from app.serving.blend import blend
 from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, Encoder, History
+from app.serving.engagements import Engagements
 from app.serving.filter import keep
 from app.serving.popular import Popularity
 from app.serving.rerank import rerank
@@ -90,8 +92,10 @@ class Query:
     within: np.ndarray | None = None  # rank only these items (ascending indices)
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(NamedTuple):
+    """One item of a list (a tuple: built per item and request, and a tuple is the cheapest
+    to build)."""
+
     item: int
     score: float
     friends: tuple[str, ...] = ()
@@ -119,18 +123,18 @@ class Ranked:
     items: np.ndarray  # item indices, best first (int64; -1: an item not known here)
     scores: np.ndarray  # (float32)
     basis: np.ndarray  # codes into BASES (uint8)
-    friends: dict[int, tuple[str, ...]]  # list position → the friends who engaged
+    friends: Engagements  # by list position
 
     @classmethod
     def empty(cls, strategy: Strategy) -> Ranked:
         return cls(strategy, NO_ITEMS, np.zeros(0, dtype=np.float32),
-                   np.zeros(0, dtype=np.uint8), {})
+                   np.zeros(0, dtype=np.uint8), Engagements.none())
 
     def scored(self, picked: np.ndarray) -> list[Scored]:
         """The items at list positions `picked`."""
-        return [Scored(i, s, self.friends.get(p, ()), basis=BASES[b])
-                for p, i, s, b in zip(picked.tolist(), self.items[picked].tolist(),
-                                      self.scores[picked].tolist(),
+        return [Scored(i, s, f, False, BASES[b])
+                for i, s, f, b in zip(self.items[picked].tolist(),
+                                      self.scores[picked].tolist(), self.friends.at(picked),
                                       self.basis[picked].tolist(), strict=True)]
 
 
@@ -157,6 +161,18 @@ class _Engaged:
         if self.friends is not None and len(self.cand):
             np.add.at(social, self.cand, self.friends.ties[self.pos])
         return social
+
+    def by_position(self, top: np.ndarray) -> Engagements:
+        """The engagements with the shown candidates `top`, by their position in `top`."""
+        if self.friends is None or not len(self.cand):
+            return Engagements.none()
+        position = np.full(self.n, -1, dtype=np.int64)
+        position[top] = np.arange(len(top))
+        at = position[self.cand]
+        hit = at >= 0
+        where, who = at[hit], self.pos[hit]
+        order = np.argsort(where, kind="stable")  # a position's friends stay in friend order
+        return Engagements(self.friends.ids, where[order], who[order])
 
     def named(self, top: np.ndarray) -> dict[int, tuple[str, ...]]:
         """Shown candidate position (`top`) → the friends who engaged, in friend order."""
@@ -278,11 +294,8 @@ class Recommender:
         if rerank_stage:
             scores = self._rerank(vector, band, ids, vectors, scores, engaged, catalog)
         top = np.argsort(-scores, kind="stable")[: query.k]
-        position = np.empty(len(ids), dtype=np.int64)
-        position[top] = np.arange(len(top))
-        named = {int(position[t]): names for t, names in engaged.named(top).items()}
         return Ranked(strategy, ids[top].astype(np.int64), scores[top].astype(np.float32),
-                      self._basis(own, vector, vectors[top]), named)
+                      self._basis(own, vector, vectors[top]), engaged.by_position(top))
 
     def similar(self, vector: np.ndarray, query: Query, user: UserState | None = None,
                 item: int | None = None, popular: Popularity | None = None,

@@ -18,6 +18,7 @@ import struct
 import numpy as np
 
 from app.serving.catalog import CatalogView
+from app.serving.engagements import Engagements
 from app.serving.pipeline import Ranked, Strategy
 
 STRATEGIES = tuple(Strategy)
@@ -34,13 +35,11 @@ def encode_ranked(ranked: Ranked, base: int, catalog: CatalogView | None) -> byt
         live_ids = [catalog.item_id(int(i)) for i in items[live]]
         items = items.copy()
         items[live] = -1 - np.arange(len(live))
-    names = sorted({f for fs in ranked.friends.values() for f in fs})
-    number = {f: n for n, f in enumerate(names)}
-    pairs = [(p, number[f]) for p, fs in sorted(ranked.friends.items()) for f in fs]
-    where = np.asarray([p for p, _ in pairs], dtype=np.uint16)
-    who = np.asarray([w for _, w in pairs], dtype=np.uint16)
+    engaged = ranked.friends.compact()
+    names = list(engaged.names)
+    where, who = engaged.where.astype(np.uint16), engaged.who.astype(np.uint16)
     return b"".join([
-        _HEAD.pack(STRATEGIES.index(ranked.strategy), len(items), len(pairs), len(names),
+        _HEAD.pack(STRATEGIES.index(ranked.strategy), len(items), len(where), len(names),
                    len(live_ids)),
         items.astype(np.int32).tobytes(), ranked.scores.astype(np.float32).tobytes(),
         where.tobytes(), who.tobytes(), ranked.basis.astype(np.uint8).tobytes(),
@@ -58,19 +57,17 @@ def decode_ranked(raw: bytes, catalog: CatalogView | None) -> Ranked | None:
         return None
     items = np.frombuffer(raw, np.int32, n, at).astype(np.int64)
     scores = np.frombuffer(raw, np.float32, n, at + 4 * n)
-    where = np.frombuffer(raw, np.uint16, p, at + 8 * n).tolist()
-    who = np.frombuffer(raw, np.uint16, p, at + 8 * n + 2 * p).tolist()
+    where = np.frombuffer(raw, np.uint16, p, at + 8 * n).astype(np.int64)
+    who = np.frombuffer(raw, np.uint16, p, at + 8 * n + 2 * p).astype(np.int64)
     basis = np.frombuffer(raw, np.uint8, n, at + 8 * n + 4 * p)
     words = raw[end:].decode().split("\0") if f + live else []
     if len(words) != f + live:
         return None
     names, live_ids = words[:f], words[f:]
+    if p and (int(who.max()) >= f or np.any(np.diff(where) < 0)):
+        return None
     if live:
         slots = np.flatnonzero(items < 0)
         found = [None if catalog is None else catalog.index.get(i) for i in live_ids]
         items[slots] = [-1 if i is None else i for i in found]
-    friends: dict[int, list[str]] = {}
-    for pos, number in zip(where, who, strict=True):
-        friends.setdefault(pos, []).append(names[number])
-    return Ranked(STRATEGIES[strategy], items, scores, basis,
-                  {pos: tuple(fs) for pos, fs in friends.items()})
+    return Ranked(STRATEGIES[strategy], items, scores, basis, Engagements(names, where, who))

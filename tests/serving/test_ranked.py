@@ -9,6 +9,7 @@ import numpy as np
 
 from app.serving.artifacts import ModelArtifacts
 from app.serving.catalog import CatalogView
+from app.serving.engagements import Engagements
 from app.serving.pipeline import Basis, Ranked, Scored, Strategy
 from app.serving.ranked import decode_ranked, encode_ranked
 from app.store.catalog import CatalogItem
@@ -28,7 +29,8 @@ def test_a_list_with_live_items_reads_back_by_id_in_another_process(
     writer = view(artifacts, "new-a", "new-b")
     ranked = Ranked(Strategy.PERSONAL_SOCIAL, np.asarray([3, base + 1, 0, base], np.int64),
                     np.asarray([0.75, 0.5, 0.25, 0.125], np.float32),
-                    np.asarray([0, 1, 2, 0], np.uint8), {0: ("f1", "f2"), 3: ("f2",)})
+                    np.asarray([0, 1, 2, 0], np.uint8),
+                    Engagements.of({0: ("f1", "f2"), 3: ("f2",)}))
     raw = encode_ranked(ranked, base, writer)
 
     def served(reader: CatalogView) -> list[Scored]:

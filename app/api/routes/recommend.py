@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import StateDep
 from app.api.quick import QuickRecommendRoute
-from app.api.render import item_body
+from app.api.render import items_json
 from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
@@ -68,6 +68,6 @@ async def recommend(
     # cost more than the rest of the response path.
     body = {"user_id": user_id, "model_version": served.model_version,
             "strategy": rec.strategy.value, "degraded": served.degraded,
-            "items": [item_body(catalog, s, explain, state.settings.reason_friend_ids,
-                                personal=rec.strategy in PERSONAL) for s in rec.items]}
+            "items": items_json(catalog, rec.items, explain, state.settings.reason_friend_ids,
+                                personal=rec.strategy in PERSONAL)}
     return Response(orjson.dumps(body), media_type="application/json")

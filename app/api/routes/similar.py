@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from app.api.deps import StateDep
-from app.api.render import item_body
+from app.api.render import items_json
 from app.api.schemas import Id, Problem, SimilarItems
 from app.events import ID_PATTERN
 from app.serving import online
@@ -53,6 +53,6 @@ async def similar(
         state.metrics.fallbacks.labels("store_unavailable").inc()
     body = {"item_id": item_id, "model_version": served.model_version,
             "degraded": served.degraded,
-            "items": [item_body(catalog, s, explain, state.settings.reason_friend_ids)
-                      for s in served.items]}
+            "items": items_json(catalog, served.items, explain,
+                                state.settings.reason_friend_ids)}
     return Response(orjson.dumps(body), media_type="application/json")
