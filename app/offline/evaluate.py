@@ -22,7 +22,7 @@ from tqdm import tqdm
 from app.offline.dataset import Dataset
 from app.offline.export import one_openmp_thread
 from app.serving.encode import History
-from app.serving.pipeline import Friends, Query, Recommender, UserState
+from app.serving.pipeline import FlatItems, Friends, Query, Recommender, UserState
 
 BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("1-5", 1, 5), ("6-20", 6, 20), (">20", 21, math.inf))
@@ -134,7 +134,7 @@ def user_states(recommender: Recommender, data: Dataset, users: Iterable[int],
                           vectors=np.asarray([vectors[f] for f, _ in fr], dtype=encoded.dtype
                                              ).reshape(len(fr), encoded.shape[1]),
                           ties=np.asarray([w for _, w in fr], dtype=np.float32),
-                          items=[histories[f].items for f, _ in fr])
+                          items=FlatItems.of([histories[f].items for f, _ in fr]))
         states[u] = UserState(history=history, friends=friends, vector=vector)
     return states
 

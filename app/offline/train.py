@@ -435,7 +435,8 @@ def _grid_band(band: HistoryBand, states: dict[int, UserState], recommender: Rec
         friends = states[u].friends
         assert friends is not None
         mean.append(friends.ties @ friends.vectors[:, :-1] / float(friends.ties.sum()))
-        for tie, recent in zip(friends.ties.tolist(), friends.items, strict=True):
+        for tie, recent in zip(friends.ties.tolist(), friends.items.rows(len(friends.ids)),
+                               strict=True):
             social[row, torch.tensor(recent, dtype=torch.int64)] += tie
     own_part = own @ items[:, :-1].T
     friend_part = torch.from_numpy(np.stack(mean)) @ items[:, :-1].T

@@ -14,12 +14,20 @@ import numpy as np
 
 from app.serving.catalog import CatalogView
 from app.serving.encode import EMPTY_HISTORY, History
-from app.serving.pipeline import Friends, Query, Recommendation, Recommender, Scored, UserState
+from app.serving.pipeline import (
+    FlatItems,
+    Friends,
+    Query,
+    Recommendation,
+    Recommender,
+    Scored,
+    UserState,
+)
 from app.serving.popular import Popularity
 from app.serving.ranked import decode_ranked, encode_ranked
 from app.store.redis_store import (
     STORE_ERRORS,
-    CachedVector,
+    CachedVectors,
     RedisStore,
     UserRead,
     VectorState,
@@ -193,41 +201,52 @@ async def _state(rec: Recommender, store: RedisStore, user_id: str, read: UserRe
 
 
 async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np.ndarray,
-                   cached: list[CachedVector | None],
-                   catalog: CatalogView | None = None) -> Friends:
+                   cached: CachedVectors, catalog: CatalogView | None = None) -> Friends:
     """Friends with a known history: their vectors and recent items from their vector cache
-    entries (`cached`, read with the user), where each entry carries the history it was
-    encoded from (so no friend's history is read or parsed while their entry lives); the
-    others' histories are read in one round trip, encoded together and cached with their
-    history."""
+    entries (`cached`, read with the user and decoded together), where each entry carries the
+    history it was encoded from (so no friend's history is read or parsed while their entry
+    lives); the others' histories are read in one round trip, encoded together and cached
+    with their history."""
+    dim = rec.manifest.embedding_dim
+    if all(cached.found):
+        # every entry cached (the steady state): the decoded arrays as they are, without the
+        # friends whose history is empty (their runs hold no items)
+        keep = np.flatnonzero(cached.counts > 0)
+        if not len(keep):
+            return Friends.none(dim)
+        rows = cached.vectors.reshape(len(ids), dim)
+        if len(keep) == len(ids):
+            return Friends(ids=ids, vectors=rows, ties=ties,
+                           items=FlatItems.runs(cached.items, cached.counts))
+        return Friends(ids=[ids[n] for n in keep.tolist()], vectors=rows[keep],
+                       ties=ties[keep], items=FlatItems.runs(cached.items, cached.counts[keep]))
     vectors: dict[int, np.ndarray] = {}
     known: list[History] = [EMPTY_HISTORY] * len(ids)
     stale = []
-    for n, entry in enumerate(cached):
+    for n in range(len(ids)):
+        entry = cached.entry(n)
         if entry is None:
             stale.append(n)
         else:
             vectors[n], known[n] = entry.vector, History(entry.items, entry.weights)
-    if stale:
-        read = await store.histories([ids[n] for n in stale])
-        for n, history in zip(stale, read, strict=True):
-            known[n] = known_history(rec, history, catalog)
-        fresh = rec.encode([known[n] if catalog is None else catalog.encoder_history(known[n])
-                            for n in stale])
-        for row, n in enumerate(stale):
-            vectors[n] = fresh[row]
-        await _cache_quietly(store, {ids[n]: VectorState(vectors[n], known[n].items,
-                                                         known[n].weights, history)
-                                     for n, history in zip(stale, read, strict=True)
-                                     if cacheable(rec, history)},
-                             rec.version)
-    keep = [n for n, h in enumerate(known) if len(h)]
-    dim = rec.manifest.embedding_dim
-    if not keep:
+    read = await store.histories([ids[n] for n in stale])
+    for n, history in zip(stale, read, strict=True):
+        known[n] = known_history(rec, history, catalog)
+    fresh = rec.encode([known[n] if catalog is None else catalog.encoder_history(known[n])
+                        for n in stale])
+    for row, n in enumerate(stale):
+        vectors[n] = fresh[row]
+    await _cache_quietly(store, {ids[n]: VectorState(vectors[n], known[n].items,
+                                                     known[n].weights, history)
+                                 for n, history in zip(stale, read, strict=True)
+                                 if cacheable(rec, history)},
+                         rec.version)
+    keep_rows = [n for n, h in enumerate(known) if len(h)]
+    if not keep_rows:
         return Friends.none(dim)
-    return Friends(ids=[ids[n] for n in keep],
-                   vectors=np.stack([vectors[n] for n in keep]).reshape(len(keep), dim),
-                   ties=ties[keep], items=[known[n].items for n in keep])
+    return Friends(ids=[ids[n] for n in keep_rows],
+                   vectors=np.stack([vectors[n] for n in keep_rows]).reshape(len(keep_rows), dim),
+                   ties=ties[keep_rows], items=FlatItems.of([known[n].items for n in keep_rows]))
 
 
 async def _save_ranked_quietly(store: RedisStore, user_id: str, lease: bytes,

@@ -47,6 +47,36 @@ class Strategy(StrEnum):
     POPULAR = "popular"
 
 
+@dataclass(frozen=True, slots=True)
+class FlatItems:
+    """Several users' recent items end to end, `owner` the row (user) of each: one array
+    for the whole friend list, as the vector cache entries are decoded together
+    (app.store.redis_store.CachedVectors), instead of one array per friend."""
+
+    items: np.ndarray  # int64
+    owner: np.ndarray  # int64, ascending
+
+    @classmethod
+    def of(cls, lists: Sequence[np.ndarray]) -> FlatItems:
+        if not lists:
+            return cls(NO_ITEMS, NO_ITEMS)
+        return cls.runs(np.concatenate(lists).astype(np.int64, copy=False),
+                        np.asarray([len(i) for i in lists], dtype=np.int64))
+
+    @classmethod
+    def runs(cls, items: np.ndarray, counts: np.ndarray) -> FlatItems:
+        """`items` made of runs of `counts[r]` items for row r."""
+        return cls(items, np.repeat(np.arange(len(counts), dtype=np.int64), counts))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def rows(self, n: int) -> list[np.ndarray]:
+        """Each of the `n` rows' items."""
+        bounds = np.searchsorted(self.owner, np.arange(1, n))
+        return np.split(self.items, bounds)
+
+
 @dataclass(frozen=True)
 class Friends:
     """The friends the service knows for a user, aligned row by row."""
@@ -54,19 +84,19 @@ class Friends:
     ids: list[str]
     vectors: np.ndarray  # (F, D) each friend's own (unblended) vector
     ties: np.ndarray  # (F,) tie strengths
-    items: list[np.ndarray]  # each friend's recent item indices, for social proof
+    items: FlatItems  # the friends' recent item indices, for social proof
 
     @classmethod
     def none(cls, dim: int) -> Friends:
-        return cls([], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.float32), [])
+        return cls([], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.float32),
+                   FlatItems.of([]))
 
     def engaged_with(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(candidate position, friend position) of every friend interaction with one of the
         `candidates` (distinct item ids), in friend order."""
-        if not self.items or not len(candidates):
+        if not len(self.items) or not len(candidates):
             return NO_ITEMS, NO_ITEMS
-        items = np.concatenate(self.items)
-        owner = np.repeat(np.arange(len(self.items)), [len(i) for i in self.items])
+        items, owner = self.items.items, self.items.owner
         order = np.argsort(candidates, kind="stable")
         ranked = candidates[order]
         at = np.minimum(np.searchsorted(ranked, items), len(ranked) - 1)

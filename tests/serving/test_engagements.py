@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from app.serving.engagements import Engagements
-from app.serving.pipeline import Friends, _Engaged
+from app.serving.pipeline import FlatItems, Friends, _Engaged
 
 
 def friends(rng: np.random.Generator) -> Friends:
     items = [rng.choice(40, size=rng.integers(0, 12), replace=False) for _ in range(6)]
     return Friends([f"f{n}" for n in range(6)], np.zeros((6, 2), np.float32),
-                   rng.random(6).astype(np.float32), items)
+                   rng.random(6).astype(np.float32), FlatItems.of(items))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -39,3 +39,11 @@ def test_of_and_none() -> None:
     assert e.as_dict() == {0: ("a",), 3: ("b", "a")}
     assert e.at(np.asarray([3, 1, 0])) == [("b", "a"), (), ("a",)]
     assert Engagements.none().at(np.arange(2)) == [(), ()]
+
+
+def test_flat_items_rows_round_trip() -> None:
+    lists = [np.asarray([3, 1]), np.zeros(0, np.int64), np.asarray([7]), np.zeros(0, np.int64)]
+    flat = FlatItems.of(lists)
+    assert flat.owner.tolist() == [0, 0, 2]
+    assert [r.tolist() for r in flat.rows(4)] == [[3, 1], [], [7], []]
+    assert FlatItems.runs(flat.items, np.asarray([2, 0, 1, 0])).owner.tolist() == [0, 0, 2]

@@ -14,7 +14,7 @@ import pytest
 from app.serving.artifacts import ItemCatalog, stored_vectors
 from app.serving.catalog import CatalogView
 from app.serving.filter import keep
-from app.serving.pipeline import Friends, _merge_side
+from app.serving.pipeline import FlatItems, Friends, _merge_side
 from app.serving.side import SideIndex
 
 
@@ -32,7 +32,7 @@ def test_engaged_with_lists_every_friend_interaction_with_a_candidate(seed: int)
     rng = np.random.default_rng(seed)
     items = [rng.choice(50, size=rng.integers(0, 12), replace=False) for _ in range(6)]
     friends = Friends([f"f{n}" for n in range(6)], np.zeros((6, 2), np.float32),
-                      rng.random(6).astype(np.float32), items)
+                      rng.random(6).astype(np.float32), FlatItems.of(items))
     candidates = rng.choice(50, size=20, replace=False)
     pos, who = friends.engaged_with(candidates)
     # the straightforward double loop: friend by friend, item by item

@@ -28,6 +28,7 @@ from app.serving.encode import History  # noqa: E402
 from app.serving.filter import keep  # noqa: E402
 from app.serving.pipeline import (  # noqa: E402
     Basis,
+    FlatItems,
     Friends,
     Query,
     Recommender,
@@ -109,7 +110,8 @@ def _state(rec: Recommender, user: str) -> UserState:
     hist = [History.of(HISTORIES[f]) for f, _ in friends]
     return UserState(history=history, friends=Friends(
         ids=[f for f, _ in friends], vectors=rec.encode(hist),
-        ties=np.array([t for _, t in friends], dtype=np.float32), items=[h.items for h in hist]))
+        ties=np.array([t for _, t in friends], dtype=np.float32),
+        items=FlatItems.of([h.items for h in hist])))
 
 
 def _items(rec: Recommender, state: UserState, query: Query, **flags: bool) -> list[int]:

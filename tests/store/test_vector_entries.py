@@ -13,6 +13,7 @@ from app.store.redis_store import (
     RedisStore,
     VectorState,
     decode_state,
+    decode_states,
     encode_state,
 )
 from app.store.seen import item_tag
@@ -47,18 +48,47 @@ def test_foreign_or_broken_entries_are_misses(raw: bytes | None) -> None:
     assert decode_state(raw, "m-1") is None
 
 
+def test_entries_decoded_together_are_the_entries_decoded_one_by_one() -> None:
+    rng = np.random.default_rng(0)
+    raws: list[bytes | None] = []
+    for n in range(12):
+        items = rng.integers(0, 1000, size=n % 4)
+        raws.append(encode_state(rng.random(5).astype(np.float32), items,
+                                 rng.random(len(items)).astype(np.float32), "m-1"))
+    raws[3] = None
+    raws[5] = encode_state(VECTOR, ITEMS, WEIGHTS, "m-2")
+    raws[7] = raws[7][:-1] if raws[7] else raws[7]
+    batch = decode_states(raws, "m-1")
+    singles = [decode_state(r, "m-1") for r in raws]
+    assert batch.found == [e is not None for e in singles]
+    assert batch.vectors.shape == (sum(batch.found), 5)
+    for n, single in enumerate(singles):
+        got = batch.entry(n)
+        if single is None:
+            assert got is None
+            continue
+        assert got is not None
+        assert np.array_equal(got.vector, single.vector)
+        assert np.array_equal(got.items, single.items) and got.items.dtype == np.int64
+        assert np.array_equal(got.weights, single.weights)
+    empty = decode_states([], "m-1")
+    assert empty.found == [] and empty.vectors.shape[0] == 0 and len(empty.items) == 0
+
+
 async def test_entries_are_read_in_one_round_trip_and_invalidated_by_events(
         store: RedisStore) -> None:
     await store.apply([view(1, "a"), view(2, "b")])
     history = (await store.histories(["a"]))[0]
     await store.save_states({"a": VectorState(VECTOR, ITEMS, WEIGHTS, history)}, "m-1")
-    a, b, ghost = await store.cached_vectors(["a", "b", "ghost"], "m-1")
+    batch = await store.cached_vectors(["a", "b", "ghost"], "m-1")
+    a, b, ghost = (batch.entry(n) for n in range(3))
     assert a is not None and np.array_equal(a.items, ITEMS)
     assert b is None and ghost is None
-    assert (await store.cached_vectors(["a"], "m-2")) == [None]
+    assert (await store.cached_vectors(["a"], "m-2")).found == [False]
     assert np.array_equal((await store.user("a", "m-1", 10)).vector, VECTOR)
     await store.apply([view(3, "a")])
-    assert (await store.cached_vectors(["a"], "m-1")) == [None], "new behaviour drops it"
+    assert (await store.cached_vectors(["a"], "m-1")).found == [False], \
+        "new behaviour drops it"
 
 
 async def test_an_entry_whose_history_changed_meanwhile_is_not_kept(store: RedisStore) -> None:
@@ -66,7 +96,7 @@ async def test_an_entry_whose_history_changed_meanwhile_is_not_kept(store: Redis
     read = (await store.histories(["a"]))[0]
     await store.apply([view(2, "a")])  # lands between the read and the write
     await store.save_states({"a": VectorState(VECTOR, ITEMS, WEIGHTS, read)}, "m-1")
-    assert (await store.cached_vectors(["a"], "m-1")) == [None]
+    assert (await store.cached_vectors(["a"], "m-1")).found == [False]
 
 
 async def test_histories_and_user_raw(store: RedisStore) -> None:
