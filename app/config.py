@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     cache_ttl_s: int = Field(
         30, ge=0, le=24 * 3600, description="seconds a user's ranked list stays cached in "
         "Redis: the user's own events and follows drop it at once, friends' behaviour reaches "
-        "it within this; 0 = no list cache (every request computes; docs/OPERATIONS.md)")
+        "it within this (each list lives a random 80-100 % of it, so lists computed together do "
+        "not expire together); 0 = no list cache (every request computes; docs/OPERATIONS.md)")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
     reason_friend_ids: bool = Field(

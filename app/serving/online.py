@@ -7,6 +7,7 @@ ONNX call. When Redis fails the request is still answered — from popularity, m
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,17 @@ from app.store.redis_store import (
 )
 
 log = logging.getLogger(__name__)
+# A stored list lives between (1 - LIST_TTL_JITTER) and 1 times SOCIALREC_CACHE_TTL_S. Lists
+# computed together (a warm-up, a model reload, a burst of traffic) would otherwise expire in
+# the same second and be computed again together: a burst of misses, every TTL again.
+LIST_TTL_JITTER = 0.2
+
+
+def list_ttl_ms(ttl_s: int, draw: float) -> int:
+    """A list's lifetime in milliseconds for `draw` uniform in [0, 1): never past `ttl_s`,
+    so friends' behaviour still reaches a list within SOCIALREC_CACHE_TTL_S."""
+    return max(1, round(ttl_s * 1000 * (1 - LIST_TTL_JITTER * draw)))
+
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,7 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
     if read.lease is not None:
         await _save_ranked_quietly(store, req.user_id, read.lease, rec,
                                    encode_ranked(ranked, len(rec.artifacts.catalog.ids), catalog),
-                                   cache_ttl_s)
+                                   list_ttl_ms(cache_ttl_s, random.random()))
     served = rec.from_ranked(ranked, query, catalog)
     if served is None:
         served = rec.recommend(state, query, popular=popular, catalog=catalog)
@@ -250,10 +262,10 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np
 
 
 async def _save_ranked_quietly(store: RedisStore, user_id: str, lease: bytes,
-                               rec: Recommender, body: bytes, ttl_s: int) -> None:
+                               rec: Recommender, body: bytes, ttl_ms: int) -> None:
     """A failed list write only costs a recomputation next time."""
     try:
-        await store.save_ranked(user_id, lease, rec.version, body, ttl_s)
+        await store.save_ranked(user_id, lease, rec.version, body, ttl_ms)
     except STORE_ERRORS as exc:
         log.info("list cache write failed: %s", type(exc).__name__)
 

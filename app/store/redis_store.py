@@ -450,12 +450,12 @@ class RedisStore:
         return UserRead(None, raw, entries, lease if reply[1] == 1 else None)
 
     async def save_ranked(self, user_id: str, lease: bytes, version: str, body: bytes,
-                          ttl_s: int) -> bool:
-        """Store a user's ranked list for `ttl_s` seconds if the lease `read_user` took is
-        still there (no event of the user landed since the read); True when stored."""
+                          ttl_ms: int) -> bool:
+        """Store a user's ranked list for `ttl_ms` milliseconds if the lease `read_user` took
+        is still there (no event of the user landed since the read); True when stored."""
         return bool(await self._run_script(
             _SAVE_RANKED, [self.keys.ranked(user_id)],
-            [lease, ranked_tag(version) + body, ttl_s]))
+            [lease, ranked_tag(version) + body, ttl_ms]))
 
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> CachedVectors:

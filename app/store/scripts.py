@@ -237,12 +237,12 @@ return out
 """
 
 SAVE_RANKED = """
--- KEYS: ranked list; ARGV: lease token, list, ttl seconds
+-- KEYS: ranked list; ARGV: lease token, list, ttl milliseconds
 -- Stored only while the lease is still there: an event of the user (or an erasure) since the
 -- read deleted it, and the list computed from the older state must not be served.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
 return 1
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,29 @@ async def test_a_cached_list_is_what_the_full_path_answers(cached: Settings, unc
         assert first == again == await recommend(fresh, user, k=20, explain=True)
         assert ids(shorter) == ids(first)[:5]
         assert len(list_keys(cached)) == 1
+
+
+async def test_stored_lists_expire_within_the_ttl_spread_apart(cached: Settings,
+                                                                synth_dir: Path) -> None:
+    hist = data.histories(synth_dir)
+    users = [u for u in sorted(hist) if len(hist[u]) >= 5][:24]
+    async with app_client(cached) as client:
+        started = time.monotonic()
+        for user in users:
+            await recommend(client, user, k=5)
+        took_ms = (time.monotonic() - started) * 1000
+    client_ = redis.Redis.from_url(cached.redis_url)
+    try:
+        left = [client_.pttl(k) for k in list_keys(cached)]
+    finally:
+        client_.close()
+    ttl_ms = cached.cache_ttl_s * 1000
+    assert len(left) == len(users)
+    assert all(0 < t <= ttl_ms for t in left), left
+    # one lifetime for all would leave them no further apart than the requests were; spread
+    # over the last fifth of the TTL (12 s here) they are
+    assert max(left) - min(left) > took_ms + 1000, (left, took_ms)
+    assert min(left) > 0.8 * ttl_ms - took_ms - 1000
 
 
 async def test_the_users_own_event_shows_in_the_very_next_request(

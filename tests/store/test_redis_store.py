@@ -230,7 +230,7 @@ async def test_the_user_read_and_the_list_write_load_unknown_scripts(
     read = await store.read_user("u", "v1", FRIENDS, ranked=True)
     assert read.ranked is None and read.raw is not None and read.lease is not None
     assert read.raw.friends == [("a", 2.0)]
-    assert await store.save_ranked("u", read.lease, "v1", b"the list", 30)
+    assert await store.save_ranked("u", read.lease, "v1", b"the list", 30_000)
     assert (await store.read_user("u", "v1", FRIENDS, ranked=True)).ranked == b"the list"
     # a lease another request's write has replaced stores nothing
-    assert not await store.save_ranked("u", read.lease, "v1", b"older", 30)
+    assert not await store.save_ranked("u", read.lease, "v1", b"older", 30_000)
