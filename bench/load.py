@@ -247,18 +247,24 @@ def with_hit_rate(base: str, measure: Any) -> dict[str, Any]:
 
 
 def list_memory(url: str) -> dict[str, float]:
-    """MEMORY USAGE of every cached list in the benchmark's Redis."""
+    """MEMORY USAGE of every cached list in the benchmark's Redis, and when they expire: the
+    most lists whose expiry falls in one second (lists computed together and stored with one
+    lifetime expire together, and are computed again together)."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        sizes = [client.memory_usage(k, samples=0) or 0
-                 for k in client.scan_iter(match="*:list", count=1000)]
+        keys = list(client.scan_iter(match="*:list", count=1000))
+        sizes = [client.memory_usage(k, samples=0) or 0 for k in keys]
+        left = [t for t in (client.pttl(k) for k in keys) if t > 0]
     finally:
         client.close()
+    seconds = np.bincount(np.asarray(left, dtype=np.int64) // 1000) if left else np.zeros(1)
     return {"lists": len(sizes), "total_bytes": float(sum(sizes)),
             "mean_bytes": float(np.mean(sizes)) if sizes else 0.0,
-            "max_bytes": float(max(sizes, default=0))}
+            "max_bytes": float(max(sizes, default=0)),
+            "expiring_max_per_s": float(seconds.max()),
+            "left_min_s": min(left, default=0) / 1000, "left_max_s": max(left, default=0) / 1000}
 
 
 def errors_note(runs: list[dict[str, float]]) -> str:
@@ -536,7 +542,9 @@ def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
                 f"(hits {out['hit'][-1]['hit_rate']:.0%})")
         out["memory"] = list_memory(redis_url)
         log(f"cached lists: {out['memory']['lists']}, mean "
-            f"{out['memory']['mean_bytes']:.0f} bytes")
+            f"{out['memory']['mean_bytes']:.0f} bytes; lifetimes left "
+            f"{out['memory']['left_min_s']:.1f}-{out['memory']['left_max_s']:.1f} s, at most "
+            f"{out['memory']['expiring_max_per_s']:.0f} expiring in one second")
 
         capacity = med(out["mix"])
         rate = args.latency_load * capacity
@@ -629,14 +637,42 @@ def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[st
         "",
         f"Redis memory of the cached lists at the end of the saturated runs: {mem['lists']:,} "
         f"lists, {mem['mean_bytes']:,.0f} bytes each on average (max {mem['max_bytes']:,.0f}; "
-        f"`MEMORY USAGE`), {mem['total_bytes'] / 1e6:.2f} MB in all.",
+        f"`MEMORY USAGE`), {mem['total_bytes'] / 1e6:.2f} MB in all."
+        + (f" Their remaining lifetimes then: {mem['left_min_s']:.1f}–{mem['left_max_s']:.1f} s,"
+           f" at most {mem['expiring_max_per_s']:,.0f} lists expiring in the same second."
+           if "expiring_max_per_s" in mem else ""),
         "",
+        *compare_note(res),
         f"Machine: {machine()}.",
         "",
         f"Command: `{command}`",
         CACHE_END,
     ]
     return "\n".join(lines) + "\n", ratios
+
+
+def compare_note(res: dict[str, Any]) -> list[str]:
+    """The baseline run given with --compare (another commit, same command and session)."""
+    base = res.get("compare")
+    if not base:
+        return []
+    c = base["cache"]
+    h0, h1 = med(c["miss_healthz"]), med(c["healthz"])
+    windows = c["open_loop_windows"]
+    return [
+        f"Baseline measured in the same session with the same command on {base['label']}: "
+        f"miss path {med(c['miss']) / h0:.2f} × /healthz ({med(c['miss']):,.0f} of "
+        f"{h0:,.0f} req/s), realistic mix {med(c['mix']) / h1:.2f} × (hit rate "
+        + " / ".join(f"{r['hit_rate']:.0%}" for r in c["mix"])
+        + f"), harder mix {med(c['harder']) / h1:.2f} ×, hit path {med(c['hit']) / h1:.2f} ×; "
+        f"open loop at {windows[0]['rate']:,.0f} req/s: p99 of each window "
+        + " / ".join(f"{w['p99_ms']:.1f}" for w in windows) + " ms, errors "
+        + " / ".join(str(w["errors"]) for w in windows)
+        + (f"; cached lists' remaining lifetimes {c['memory']['left_min_s']:.1f}–"
+           f"{c['memory']['left_max_s']:.1f} s, at most "
+           f"{c['memory']['expiring_max_per_s']:,.0f} expiring in the same second"
+           if "expiring_max_per_s" in c["memory"] else "") + ".",
+        ""]
 
 
 def args_note(res: dict[str, Any]) -> str:
@@ -777,6 +813,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="SOCIALREC_CACHE_TTL_S of the list-cache runs")
     parser.add_argument("--cache-only", action="store_true",
                         help="only the list-cache measurements (step 7)")
+    parser.add_argument("--compare", type=Path,
+                        help="--json of a run of another commit in the same session, quoted "
+                        "in the list-cache section as its baseline")
+    parser.add_argument("--compare-label", default="the baseline commit")
     parser.add_argument("--json", type=Path, default=OUT / "load.json")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--no-docs", action="store_true", help="print only")
@@ -787,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(apt-get install -y wrk)")
     OUT.mkdir(parents=True, exist_ok=True)
     results = run(args)
+    if args.compare:
+        results["compare"] = dict(json.loads(args.compare.read_text()), label=args.compare_label)
     command = command_line("load", argv)
     args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if not args.cache_only:
