@@ -103,7 +103,8 @@ this machine kind (Intel Xeon, 2026-11-29 11:49 UTC), before the PQ index: 0.084
 
 # Measured while profiling (py-spy) on this machine, not by this command.
 PROFILE = """\
-Where a /recommend request's time goes now (py-spy, 200 Hz for 10 s, 1 worker saturated by wrk:
+Where a /recommend request's time went before the list cache, the one-script read and the
+lean route of the next section (py-spy, 200 Hz for 10 s, 1 worker saturated by wrk:
 559 req/s, ~1.79 ms of CPU per request; /healthz costs ~0.18 ms): the pipeline
 (`Recommender.recommend`) ~0.63 ms — FAISS retrieval ~0.24 ms (PQ fast-scan codes, then exact
 re-scoring of k_factor 2 × the ~250 candidates asked for; the exact flat scan it replaced took
