@@ -23,6 +23,8 @@ import annotated_types
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from app.api.deps import get_state
+
 _SMALL_INT = re.compile(r"[1-9][0-9]{0,5}")
 _BOOLS = {"true": True, "false": False}
 
@@ -44,8 +46,8 @@ class _Param:
 class QuickRecommendRoute(APIRoute):
     """A GET route whose plainly spelled requests skip FastAPI's generic handler. Every
     parameter's rules are read from the endpoint's declaration once; a declaration this
-    handler cannot read (another type, an alias, a constraint it does not know) fails at
-    startup instead of being skipped."""
+    handler cannot read (another type, an alias, a constraint it does not know, a dependency
+    besides the app state, which the shortcut would skip) fails at startup instead."""
 
     def get_route_handler(self) -> Handler:
         generic = super().get_route_handler()
@@ -54,6 +56,9 @@ class QuickRecommendRoute(APIRoute):
                 d.cookie_params or d.body_params:
             raise TypeError(f"{self.path}: QuickRecommendRoute reads one path parameter, "
                             "user_id, and query parameters")
+        if [(s.name, s.call) for s in d.dependencies] != [("state", get_state)]:
+            raise TypeError(f"{self.path}: QuickRecommendRoute passes the app state as "
+                            "`state` and would skip any other dependency")
         user_id = _pattern(d.path_params[0].field_info.metadata)
         if user_id is None:
             raise TypeError(f"{self.path}: user_id needs a pattern")
@@ -64,7 +69,7 @@ class QuickRecommendRoute(APIRoute):
             args = quick_args(request, user_id, params)
             if args is None:
                 return await generic(request)
-            return await endpoint(state=request.app.state.socialrec, **args)
+            return await endpoint(state=await get_state(request), **args)
 
         return handler
 

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Path
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from app.api import quick
+from app.api.deps import StateDep
 from app.api.routes import recommend
 from app.config import Settings
+from app.events import ID_PATTERN
 from app.main import create_app
 
 PLAIN = "/plain"
+UserId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 def the_route() -> APIRoute:
@@ -123,9 +126,34 @@ def test_anything_else_goes_to_fastapi(user: str, query: str) -> None:
 
 
 def test_a_declaration_the_shortcut_cannot_read_fails_at_startup() -> None:
-    async def endpoint(*, user_id: str, k: float = 1.0) -> None:
+    async def readable(*, state: StateDep, user_id: UserId, k: int = 1) -> None:
+        return None
+
+    async def floating(*, state: StateDep, user_id: UserId, k: float = 1.0) -> None:
         return None
 
     router = APIRouter(route_class=quick.QuickRecommendRoute)
-    with pytest.raises(TypeError):
-        router.add_api_route("/recommend/{user_id}", endpoint, methods=["GET"])
+    router.add_api_route("/readable/{user_id}", readable, methods=["GET"])
+    with pytest.raises(TypeError, match="not supported"):
+        router.add_api_route("/recommend/{user_id}", floating, methods=["GET"])
+
+
+async def _caller() -> str:
+    return "checked"
+
+
+def test_a_dependency_the_shortcut_would_skip_fails_at_startup() -> None:
+    async def guarded(*, state: StateDep, user_id: UserId,
+                      who: Annotated[str, Depends(_caller)]) -> None:
+        return None
+
+    async def plain(*, state: StateDep, user_id: UserId) -> None:
+        return None
+
+    router = APIRouter(route_class=quick.QuickRecommendRoute)
+    with pytest.raises(TypeError, match="skip any other dependency"):
+        router.add_api_route("/recommend/{user_id}", guarded, methods=["GET"])
+    guarded_router = APIRouter(route_class=quick.QuickRecommendRoute,
+                               dependencies=[Depends(_caller)])
+    with pytest.raises(TypeError, match="skip any other dependency"):
+        guarded_router.add_api_route("/recommend/{user_id}", plain, methods=["GET"])
