@@ -62,9 +62,9 @@ class ItemDescription:
         return bool(self.text())
 
 
-# Padded tokens per encoder call (texts × the batch's longest text). On 2,000 shop titles of
-# about 13 tokens (2 busy cores, 3 rounds), 512 took 5.8-9.0 s, 1024 10.6-19.4 s and the
-# former 32 texts sorted by characters 9.6-16.0 s: larger batches leave the CPU caches.
+# Padded tokens per encoder call (texts × the batch's longest text): enough texts per call to
+# pay the call's overhead once, few enough that the activations stay in the CPU caches (twice
+# this was slower per token on shop titles).
 BATCH_TOKENS = 512
 TOKENIZE_CHUNK = 4096  # texts tokenized at once (memory stays bounded on a large catalogue)
 

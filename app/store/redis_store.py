@@ -198,18 +198,7 @@ def encode_state(vector: np.ndarray, items: np.ndarray, weights: np.ndarray,
 def decode_state(raw: bytes | None, version: str) -> CachedVector | None:
     """None when absent, of another model version or layout, or malformed: the caller
     recomputes."""
-    tag = version.encode() + _ENTRY
-    if not raw or not raw.startswith(tag):
-        return None
-    body = raw[len(tag):]
-    if len(body) < 8:
-        return None
-    dim, n = struct.unpack_from("=II", body)
-    if len(body) != 8 + 4 * dim + 8 * n:
-        return None
-    return CachedVector(np.frombuffer(body, np.float32, dim, 8),
-                        np.frombuffer(body, np.int32, n, 8 + 4 * dim).astype(np.int64),
-                        np.frombuffer(body, np.float32, n, 8 + 4 * dim + 4 * n))
+    return decode_states([raw], version).entry(0)
 
 
 _STATE_HEAD = struct.Struct("=II")
