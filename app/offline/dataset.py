@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.events import ID_RE, event_weight
+from app.store.redis_store import tie_rank
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ class Dataset:
     """Histories and friendships over dense indices.
 
     `histories[u]` is a list of (item index, weight), most recent first, one entry per item;
-    `friends[u]` a list of (user index, tie weight), strongest tie first (file order among
-    equal weights), so the first `max_friends` are the ones the service blends.
+    `friends[u]` a list of (user index, tie weight), in the service's order (strongest tie
+    first, equal ties by friend id: `tie_rank`), so the first `max_friends` are the ones the
+    service blends.
     """
 
     users: IdMap
@@ -259,7 +261,8 @@ def _friend_lists(social: list[SocialRow], users: IdMap) -> list[list[tuple[int,
         u, f = users.index[s.user_id], users.index[s.friend_id]
         if u != f:
             friends[u][f] = s.weight
-    return [sorted(f.items(), key=lambda tie: -tie[1]) for f in friends]
+    return [sorted(f.items(), key=lambda tie: tie_rank((users.ids[tie[0]], tie[1])))
+            for f in friends]
 
 
 def count_rows(path: Path) -> int:

@@ -235,8 +235,7 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np
     vectors: dict[int, np.ndarray] = {}
     known: list[History] = [EMPTY_HISTORY] * len(ids)
     stale = []
-    for n in range(len(ids)):
-        entry = cached.entry(n)
+    for n, entry in enumerate(cached.entries()):
         if entry is None:
             stale.append(n)
         else:

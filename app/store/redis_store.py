@@ -138,6 +138,14 @@ class RawUser:
     seen: bytes
 
 
+def tie_rank(tie: tuple[str, float]) -> tuple[float, str]:
+    """The sort key of a user's (friend_id, tie weight) pairs: the strongest tie first, equal
+    ties by friend id (ids are ASCII, so str order is byte order). The service blends the
+    first `max_friends` in this order (READ_USER sorts the same way), and so do training
+    and the evaluator."""
+    return -tie[1], tie[0]
+
+
 def history_entry(weight: float, recency: float) -> str:
     return f"{weight:.6g}:{recency:.17g}"
 
@@ -198,7 +206,7 @@ def encode_state(vector: np.ndarray, items: np.ndarray, weights: np.ndarray,
 def decode_state(raw: bytes | None, version: str) -> CachedVector | None:
     """None when absent, of another model version or layout, or malformed: the caller
     recomputes."""
-    return decode_states([raw], version).entry(0)
+    return decode_states([raw], version).entries()[0]
 
 
 _STATE_HEAD = struct.Struct("=II")
@@ -218,14 +226,19 @@ class CachedVectors:
     weights: np.ndarray  # float32
     counts: np.ndarray  # int64, one per row
 
-    def entry(self, n: int) -> CachedVector | None:
-        """User n's entry alone."""
-        if not self.found[n]:
-            return None
-        row = sum(self.found[:n])
-        start = int(self.counts[:row].sum())
-        end = start + int(self.counts[row])
-        return CachedVector(self.vectors[row], self.items[start:end], self.weights[start:end])
+    def entries(self) -> list[CachedVector | None]:
+        """Each user's entry alone, aligned with the users asked (None: not found)."""
+        out: list[CachedVector | None] = []
+        row = start = 0
+        for found in self.found:
+            if not found:
+                out.append(None)
+                continue
+            end = start + int(self.counts[row])
+            out.append(CachedVector(self.vectors[row], self.items[start:end],
+                                    self.weights[start:end]))
+            row, start = row + 1, end
+        return out
 
 
 def decode_states(raws: Sequence[bytes | None], version: str) -> CachedVectors:
@@ -409,7 +422,7 @@ class RedisStore:
             pipe.get(self.keys.vector(user_id))
             pipe.get(self.keys.seen(user_id))
             hist, friends, vec, seen = await pipe.execute()
-        ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=lambda fw: -fw[1])
+        ties = sorted(((_s(f), float(w)) for f, w in friends.items()), key=tie_rank)
         return RawUser(hist, ties[:max_friends], decode_state(vec, version), seen or b"")
 
     async def read_user(self, user_id: str, version: str, max_friends: int,

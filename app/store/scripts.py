@@ -203,14 +203,22 @@ if tag ~= '' then
 end
 local hist = redis.call('HGETALL', KEYS[2])
 local raw = redis.call('HGETALL', KEYS[3])
--- strongest first, ties in the hash's order (the order a stable sort of the reply gives)
+-- strongest first, equal ties by id in byte order (redis_store.tie_rank, the evaluator's
+-- order); compared byte by byte, as Lua's < on strings follows the server's locale
+local function id_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 local ties = {}
 for i = 1, #raw, 2 do
-  ties[#ties + 1] = {raw[i], raw[i + 1], tonumber(raw[i + 1]), i}
+  ties[#ties + 1] = {raw[i], raw[i + 1], tonumber(raw[i + 1])}
 end
 table.sort(ties, function(a, b)
   if a[3] ~= b[3] then return a[3] > b[3] end
-  return a[4] < b[4]
+  return id_before(a[1], b[1])
 end)
 local friends, vectors = {}, {}
 local head, tail = ARGV[5], ARGV[6]

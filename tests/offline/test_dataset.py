@@ -89,10 +89,10 @@ def test_friends_are_listed_strongest_tie_first_as_the_service_caps_them(
         tmp_path: Path) -> None:
     write(tmp_path, "interactions.csv", INTERACTIONS_HEADER, ["u,i,view,,1"])
     write(tmp_path, "social.csv", SOCIAL_HEADER,
-          ["u,weak,0.5", "u,strong,3", "u,mid_a,1", "u,mid_b,1"])
+          ["u,weak,0.5", "u,strong,3", "u,mid_b,1", "u,Mid_c,1", "u,mid_a,1"])
     ds = load_dataset(tmp_path, W)
     order = [ds.users.ids[f] for f, _ in ds.friends[ds.users.index["u"]]]
-    assert order == ["strong", "mid_a", "mid_b", "weak"]
+    assert order == ["strong", "Mid_c", "mid_a", "mid_b", "weak"], "equal ties by id bytes"
 
 
 def test_item_metadata_is_read_and_catalogue_items_are_indexed(tiny: Path) -> None:

@@ -86,6 +86,21 @@ async def test_the_strongest_ties_are_read(store: RedisStore) -> None:
     assert (await store.user("u", "v1", 2)).friends == [("f4", 5.0), ("f3", 4.0)]
 
 
+async def test_equal_ties_are_capped_by_id_as_the_evaluator_does(store: RedisStore) -> None:
+    """Both reads (the script of /recommend and the plain one) keep the same friends as the
+    dataset's order when the cap falls among equal ties, whatever the hash's order: ids in
+    byte order, upper case before lower case whatever the server's locale."""
+    ids = ["b-2", "a.9", "B_1", "a:1", "c", "a.10", "Zed", "a"]
+    await store.apply([Event(f"t{n}", "u", "follow", friend_id=f, value=1.0)
+                       for n, f in enumerate(ids)] +
+                      [Event("t-strong", "u", "follow", friend_id="z", value=2.0)])
+    want = [("z", 2.0)] + [(f, 1.0) for f in sorted(ids)[:3]]
+    assert want[1:] == [("B_1", 1.0), ("Zed", 1.0), ("a", 1.0)]
+    assert (await store.user("u", "v1", 4)).friends == want
+    read = await store.read_user("u", "v1", 4)
+    assert read.raw is not None and read.raw.friends == want
+
+
 NO_ITEMS, NO_WEIGHTS = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
 
 

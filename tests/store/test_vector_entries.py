@@ -62,8 +62,7 @@ def test_entries_decoded_together_are_the_entries_decoded_one_by_one() -> None:
     singles = [decode_state(r, "m-1") for r in raws]
     assert batch.found == [e is not None for e in singles]
     assert batch.vectors.shape == (sum(batch.found), 5)
-    for n, single in enumerate(singles):
-        got = batch.entry(n)
+    for single, got in zip(singles, batch.entries(), strict=True):
         if single is None:
             assert got is None
             continue
@@ -81,7 +80,7 @@ async def test_entries_are_read_in_one_round_trip_and_invalidated_by_events(
     history = (await store.histories(["a"]))[0]
     await store.save_states({"a": VectorState(VECTOR, ITEMS, WEIGHTS, history)}, "m-1")
     batch = await store.cached_vectors(["a", "b", "ghost"], "m-1")
-    a, b, ghost = (batch.entry(n) for n in range(3))
+    a, b, ghost = batch.entries()
     assert a is not None and np.array_equal(a.items, ITEMS)
     assert b is None and ghost is None
     assert (await store.cached_vectors(["a"], "m-2")).found == [False]
