@@ -1,7 +1,7 @@
 """What the item text encoder costs: encode latency per item (batch 1, one thread), a whole
-catalogue's throughput (batches of 32 sorted by length), int8 vs fp32 agreement and speed, the
-service's start-up time and memory with and without the encoder, and the artifact folder's
-weight.
+catalogue's throughput (token-sized batches of texts sorted by length), int8 vs fp32 agreement
+and speed, the service's start-up time and memory with and without the encoder, and the
+artifact folder's weight.
 
     bench/text [--artifacts model_artifacts/demo] [--items data/lastfm/items.csv] [--no-docs]
 
@@ -26,7 +26,13 @@ import numpy as np
 
 from app.offline.text import export_text_model, text_info
 from app.serving.artifacts import ModelArtifacts
-from app.serving.text import ItemDescription, TextEncoder, load_tokenizer, text_session
+from app.serving.text import (
+    BATCH_TOKENS,
+    ItemDescription,
+    TextEncoder,
+    load_tokenizer,
+    text_session,
+)
 from bench.common import ROOT, as_published, command_line, machine, publish, table
 
 BEGIN, END = "<!-- text:begin -->", "<!-- text:end -->"
@@ -146,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "(\"title. category. tags\", as the trainer and the service build them) with "
         "onnxruntime and `tokenizers`, one intra-op thread; "
         f"latency over {len(sample)} texts one at a time; throughput of the whole list through "
-        "`TextEncoder.embed` (batches of 32 in order of length).",
+        "`TextEncoder.embed` (texts sorted by token length, batches of at most "
+        f"{BATCH_TOKENS} padded tokens).",
         "",
         table(rows),
         "",
