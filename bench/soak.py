@@ -9,7 +9,8 @@
 3. starts `socialrec serve` (1 worker) pinned to CPU 0, the generators on CPU 1;
 4. measures the capacity for the soak's mix with wrk, then runs an open-loop generator
    (Poisson arrivals) for `--minutes`: 90 % GET /recommend (random known user, explain on
-   ~10 %), 10 % POST /events (5 events, unique ids) at `--load` × capacity in requests per second;
+   ~10 %), 10 % POST /events (5 events, unique ids) at `--load` × capacity in requests per second,
+   with the list cache at `--cache-ttl-s` (the service's default unless given);
 5. reports errors (must be 0), p50/p99 per minute, and the API process's resident memory after
    warm-up and at the end (growth must stay under 10 %); writes the "Soak" section of
    docs/BENCHMARKS.md.
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.config import Settings
 from bench.common import (
     DOCS,
     LOAD_CPU,
@@ -52,6 +54,7 @@ from bench.common import (
     table,
     wrk,
 )
+from bench.load import cache_counts
 
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 EVENTS_SHARE, EVENTS_PER_POST, EXPLAIN_SHARE = 0.1, 5, 0.1
@@ -118,26 +121,32 @@ def requests(users: list[str], items: list[str], n: int, tag: str) -> list[bytes
     return out
 
 
-async def soak(port: int, reqs: list[bytes], rate: float, minutes: int, server_pid: int,
+async def soak(server: Server, reqs: list[bytes], rate: float, minutes: int,
                redis_pid: int) -> list[dict[str, Any]]:
-    """One open-loop window per minute, back to back; each reports its own p99 and errors, and
-    the CPU the server spent per request and Redis' CPU share — whether a slower minute is
-    more work per request or waiting on something else."""
+    """One open-loop window per minute, back to back; each reports its own p99 and errors, the
+    CPU the server spent per request and Redis' CPU share — whether a slower minute is more
+    work per request or waiting on something else — and the list cache's hit rate."""
     windows = []
     per_window = len(reqs) // minutes
+    server_pid = server.proc.pid
     for m in range(minutes):
         chunk = reqs[m * per_window:(m + 1) * per_window]
+        counts = cache_counts(server.base)
         cpu0 = cpu_seconds(server_pid), cpu_seconds(redis_pid), time.perf_counter()
-        res = await open_loop_requests("127.0.0.1", port, chunk, rate, 60.0, seed=m, ordered=True)
+        res = await open_loop_requests("127.0.0.1", server.port, chunk, rate, 60.0, seed=m,
+                                       ordered=True)
         elapsed = time.perf_counter() - cpu0[2]
+        hits, misses = (cache_counts(server.base)[k] - counts[k] for k in ("hit", "miss"))
         res |= {"minute": m + 1,
                 "server_cpu_ms_per_request": 1e3 * (cpu_seconds(server_pid) - cpu0[0])
                 / max(res["sent"], 1),
-                "redis_cpu_share": (cpu_seconds(redis_pid) - cpu0[1]) / elapsed}
+                "redis_cpu_share": (cpu_seconds(redis_pid) - cpu0[1]) / elapsed,
+                "hit_rate": hits / max(1.0, hits + misses)}
         windows.append(res)
         log(f"minute {m + 1}: {res['achieved']:.0f} req/s, p99 {res['p99_ms']:.2f} ms, "
             f"server {res['server_cpu_ms_per_request']:.2f} ms CPU/request, Redis CPU "
-            f"{res['redis_cpu_share']:.0%}, errors {res['errors']}")
+            f"{res['redis_cpu_share']:.0%}, list cache hits {res['hit_rate']:.0%}, "
+            f"errors {res['errors']}")
     return windows
 
 
@@ -161,6 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         restrict(load_cpus, redis_server.pid, 0)
         env = bootstrap(artifacts, data_dir, redis_server.url)
+        env["SOCIALREC_CACHE_TTL_S"] = str(args.cache_ttl_s)
+        result["cache_ttl_s"] = args.cache_ttl_s
         lua = work / "mixed.lua"
         lua.write_text(mixed_lua(users, items, f"cap{int(time.time())}"))
         server = Server(free_port(), 1, env, server_cpus, work / "serve.log")
@@ -183,8 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # The generator's own GC pauses would otherwise show up as server latency.
             gc.collect()
             gc.freeze()
-            result["windows"] = asyncio.run(soak(server.port, reqs, rate, args.minutes,
-                                                 server.proc.pid, redis_server.pid))
+            result["windows"] = asyncio.run(soak(server, reqs, rate, args.minutes,
+                                                 redis_server.pid))
             result["rss_end_mib"] = rss_mib(server.proc.pid)
         finally:
             server.stop()
@@ -196,11 +207,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_section(res: dict[str, Any], command: str) -> str:
     rows = [["minute", "requests/s", "errors", "p50 ms", "p99 ms", "server CPU ms / request",
-             "Redis CPU"]]
+             "Redis CPU", "list cache hits"]]
     for w in res["windows"]:
         rows.append([str(w["minute"]), f"{w['achieved']:.0f}", str(w["errors"]),
                      f"{w['p50_ms']:.2f}", f"{w['p99_ms']:.2f}",
-                     f"{w['server_cpu_ms_per_request']:.2f}", f"{w['redis_cpu_share']:.0%}"])
+                     f"{w['server_cpu_ms_per_request']:.2f}", f"{w['redis_cpu_share']:.0%}",
+                     f"{w['hit_rate']:.0%}"])
+    cache = (f"the list cache on (`SOCIALREC_CACHE_TTL_S={res['cache_ttl_s']}`; hits: the "
+             "share of GET /recommend answered from it)" if res["cache_ttl_s"]
+             else "the list cache off (`SOCIALREC_CACHE_TTL_S=0`)")
     errors = sum(w["errors"] for w in res["windows"])
     growth = res["rss_end_mib"] / res["rss_start_mib"] - 1
     return f"""{BEGIN}
@@ -211,7 +226,7 @@ model): {1 - EVENTS_SHARE:.0%} `GET /recommend` (explain on {EXPLAIN_SHARE:.0%})
 {EVENTS_SHARE:.0%} `POST /events` with {EVENTS_PER_POST} events each, at {res['load']:.0%} of the
 capacity for this same mix measured with wrk (32 connections) in the same run
 ({res['capacity']:.0f} req/s → {res['rate']:.0f} req/s offered). Redis runs with
-`appendonly yes`, `appendfsync always`.
+`appendonly yes`, `appendfsync always`; the service with {cache}.
 Server {'pinned to CPU 0, generators and Redis on CPU 1' if res['pinned'] else 'not pinned'}.
 
 {table(rows)}
@@ -234,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=OUT / "load-model")
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--load", type=float, default=0.7)
+    parser.add_argument("--cache-ttl-s", type=int,
+                        default=Settings.model_fields["cache_ttl_s"].default,
+                        help="the service's SOCIALREC_CACHE_TTL_S (default: the service's)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
