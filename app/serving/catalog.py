@@ -11,6 +11,10 @@ process: nothing written to Redis holds one.
 - Side index: the live items' text vectors (`TextEncoder.item_vector`, the projection the export
   applies to the catalogue's untrained items, so the scores are on the FAISS items' scale),
   searched by the same inner product (app.serving.side) and merged with the FAISS candidates.
+  For a model whose index scans every item (flat, pqfs) the side index's codes also hold the
+  model's items once it is coded (`folded`), and an unfiltered retrieval is one search of both
+  (`search_all`); IVF and HNSW models, whose catalogues dwarf any live share worth a second
+  copy of their codes, keep the two searches.
 - Metadata: titles and categories the catalogue API set, for live and model items; category
   filters follow them.
 - Fold-in: the ONNX user encoder takes model item indices only, so a live item in a user's
@@ -47,6 +51,8 @@ CATALOG_POLL_S = 0.25
 CATALOG_POLL_MAX_S = 2.0
 CHANGES_PAGE = 5000  # records per read; ≥ the largest bulk write (one generation)
 KEPT_VIEWS = 2
+# Model index kinds that scan every item: their items join the side index's codes (folding).
+FOLDED_KINDS = frozenset({"flat", "pqfs"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +82,9 @@ class CatalogView:
         self.index: dict[str, int] = {}  # live item id → its index (base + slot)
         self.titles: list[str] = []
         self.categories: list[str] = []
-        self.side = SideIndex(self.dim)  # row = live slot
+        # row = live slot; the model's items in the codes too where one search covers both
+        self.side = SideIndex(self.dim, artifacts.item_vectors
+                              if artifacts.manifest.index.kind in FOLDED_KINDS else None)
         self._proxies = np.zeros(0, dtype=np.int64)  # nearest model item, -1 without a vector
         self.overrides: dict[int, tuple[str, str]] = {}  # model item → catalogue title, category
         self._unavailable: set[int] = set()
@@ -162,6 +170,16 @@ class CatalogView:
         rows = None if allowed is None else allowed[allowed >= self.base] - self.base
         scores, found = self.side.search(vector, n, rows)
         return scores, found + self.base
+
+    @property
+    def folded(self) -> bool:
+        """`search_all` covers the model's items and the live ones (app.serving.side)."""
+        return self.side.folded
+
+    def search_all(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Folded only: top-`n` (scores, indices) of model and live items together, best
+        first: indices are the side index's rows, the model's items first."""
+        return self.side.search_all(vector, n)
 
     def in_categories(self, categories: frozenset[str]) -> np.ndarray:
         """Sorted indices of the items whose served category is one of `categories`."""

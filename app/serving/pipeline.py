@@ -367,7 +367,12 @@ class Recommender:
                     allowed: np.ndarray | None,
                     catalog: CatalogView | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-`n` (ids, scores) by inner product with `vector` of the FAISS index and the
-        live side index, merged, without the banned, empty and uninformed slots."""
+        live side index, merged, without the banned, empty and uninformed slots; one search
+        of both when the catalogue folded them (app.serving.side)."""
+        if catalog is not None and allowed is None and catalog.folded:
+            scores, ids = catalog.search_all(vector, n)
+            mask = keep(ids, banned)
+            return ids[mask], scores[mask]
         scores, ids = retrieve(self.artifacts.index, vector[None, :], n,
                                allowed if catalog is None or allowed is None
                                else allowed[allowed < catalog.base])

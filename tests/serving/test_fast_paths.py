@@ -5,17 +5,19 @@ live and model candidates."""
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import cast
 
 import faiss
 import numpy as np
 import pytest
 
-from app.serving.artifacts import ItemCatalog, stored_vectors
+from app.serving.artifacts import ItemCatalog, ModelArtifacts, stored_vectors
 from app.serving.catalog import CatalogView
 from app.serving.filter import keep
-from app.serving.pipeline import FlatItems, Friends, _merge_side
-from app.serving.side import SideIndex
+from app.serving.pipeline import FlatItems, Friends, Recommender, _merge_side
+from app.serving.side import EXACT_MAX_ROWS, SideIndex
+from app.store.catalog import CatalogItem
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -113,3 +115,40 @@ def test_merged_candidates_are_the_top_of_model_and_live_items_together(
     assert ids[: n - len(banned)].tolist() == ranked[: n - len(banned)]
     assert not np.isin(ids, banned).any()
     assert np.allclose(scores, everything[ids], atol=1e-5)
+
+
+def test_a_folded_catalogue_retrieves_the_top_of_model_and_live_items_in_one_search(
+        artifacts_dir: Path) -> None:
+    # past EXACT_MAX_ROWS live items the side index's codes hold the model's items too: one
+    # search must still give the top of both by exact inner product, without banned items
+    artifacts = ModelArtifacts.load(artifacts_dir, 1)
+    rec = Recommender(artifacts)
+    view = CatalogView(artifacts)
+    model = artifacts.item_vectors
+    rng = np.random.default_rng(0)
+    count = EXACT_MAX_ROWS + 300
+    scale = float(np.linalg.norm(model, axis=1).mean()) / np.sqrt(view.dim)
+    live = (rng.standard_normal((count, view.dim)) * scale).astype(np.float32)
+    for n, vector in enumerate(live):
+        view.apply(CatalogItem(f"new-{n}", title=f"new {n}"), vector)
+    view.apply(CatalogItem("new-7", title="new 7", available=False), live[7])
+    job = view.side.code_job()
+    assert job is not None and not view.folded
+    view.side.install(job())
+    assert view.folded
+    everything = np.concatenate([model, live])
+    informed = np.any(everything != 0, axis=1)
+    wanted, hits = 120, 0
+    for _ in range(30):
+        query = model[rng.choice(len(model), 5)].sum(axis=0) + \
+            rng.standard_normal(view.dim).astype(np.float32) * scale
+        query = query.astype(np.float32)
+        banned = np.union1d(rng.choice(len(everything), 25, replace=False), view.unavailable)
+        ids, scores = rec._candidates(query, wanted + len(banned), banned, None, view)
+        exact = [i for i in np.argsort(-(everything @ query), kind="stable").tolist()
+                 if informed[i] and i not in set(banned.tolist())][:wanted]
+        assert not np.isin(ids, banned).any() and informed[ids].all()
+        assert np.allclose(scores, everything[ids] @ query, atol=1e-4)
+        assert np.all(np.diff(scores) <= 0)
+        hits += len(set(ids[:wanted].tolist()) & set(exact))
+    assert hits >= 0.98 * wanted * 30

@@ -97,3 +97,62 @@ def test_codes_are_made_again_once_many_rows_changed() -> None:
     for r in range(n // 16, n // 4):
         side.set(r, rng.standard_normal(DIM).astype(np.float32))
     coded(side)
+
+
+def test_folded_codes_find_the_top_of_model_and_live_rows_together() -> None:
+    # a model's items as the prefix, all-zero ones among them (items the model knows nothing
+    # about: never proposed), and live rows beyond the exact-search size
+    rng = np.random.default_rng(4)
+    model = rng.standard_normal((700, DIM)).astype(np.float32)
+    model[[3, 50]] = 0
+    n = EXACT_MAX_ROWS + 500
+    rows = rng.standard_normal((n, DIM)).astype(np.float32) * \
+        rng.uniform(0.2, 1.0, (n, 1)).astype(np.float32)
+    side = SideIndex(DIM, model)
+    for vector in rows:
+        side.set(side.append(), vector)
+        assert not side.folded
+    coded(side)
+    assert side.folded
+    everything = np.concatenate([model, rows])
+    hits = 0
+    for query in rng.standard_normal((50, DIM)).astype(np.float32):
+        scores, found = side.search_all(query, 200)
+        assert len(found) == 200 and len(set(found.tolist())) == 200
+        assert not np.isin(found, [3, 50]).any()
+        assert np.allclose(scores, everything[found] @ query, atol=1e-5)
+        assert np.all(np.diff(scores) <= 0)  # best first
+        hits += len(set(found.tolist()) & exact_top(everything, query, 200))
+    assert hits >= 0.98 * 200 * 50
+    # the live-only search still answers live rows (exactly: the codes hold the model's too)
+    query = rng.standard_normal(DIM).astype(np.float32)
+    _, found = side.search(query, 30)
+    assert set(found.tolist()) == exact_top(rows, query, 30)
+
+
+def test_folded_codes_follow_live_rows_written_after_them() -> None:
+    rng = np.random.default_rng(5)
+    model = rng.standard_normal((300, DIM)).astype(np.float32)
+    rows = rng.standard_normal((EXACT_MAX_ROWS + 100, DIM)).astype(np.float32)
+    side = SideIndex(DIM, model)
+    for vector in rows:
+        side.set(side.append(), vector)
+    coded(side)
+    query = rng.standard_normal(DIM).astype(np.float32)
+    was_best = int(np.argmax(rows @ query))
+    changed = int(np.argmin(rows @ query))  # the worst row becomes the best
+    side.set(changed, 10 * query)
+    side.set(was_best, -query)  # and the best the worst: its code is stale
+    appended = side.append()
+    side.set(appended, 5 * query)
+    scores, found = side.search_all(query, 50)
+    p = len(model)
+    assert found[:2].tolist() == [p + changed, p + appended]
+    assert p + was_best not in found.tolist()
+    rows[changed], rows[was_best] = 10 * query, -query
+    everything = np.concatenate([model, rows, 5 * query[None, :]])
+    assert np.allclose(scores, everything[found] @ query, atol=1e-5)
+    coded(side)  # the new row is coded with the model's; the changed ones still scored exactly
+    _, again = side.search_all(query, 50)
+    assert again[:2].tolist() == [p + changed, p + appended]
+    assert p + was_best not in again.tolist()
