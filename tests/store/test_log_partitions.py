@@ -6,12 +6,15 @@ summed over them."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from app.config import Settings
+from app.store import redis_store
 from app.store.bulk import sync_client
 from app.store.keys import log_partition, log_partition_tags
 from app.store.redis_store import Event, RedisStore
@@ -86,3 +89,66 @@ async def test_popularity_is_summed_over_the_partitions(store: RedisStore,
     assert live.counts == [("hot", 30.0), ("warm", 10.0), ("cold", 1.0)] and live.complete
     top = await store.popular(1)
     assert top.counts == [("hot", 30.0)] and not top.complete
+
+
+def spread_thin(users: int, items: int, events: int, seed: int) -> list[Event]:
+    """Events of many users (so every partition gets some) on items drawn Zipf(1.0): each
+    partition's top holds a different set, as live counts spread thin do."""
+    rng = random.Random(seed)
+    names = [f"i{n}" for n in range(items)]
+    weights = [1 / (r + 1) for r in range(items)]
+    return [view(n, f"user-{rng.randrange(users)}", rng.choices(names, weights)[0])
+            for n in range(events)]
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 10, 20, 60])
+async def test_popularity_is_exact_when_partition_tops_are_full(
+        store: RedisStore, store_settings: Settings, n: int) -> None:
+    """Tops of n items that leave out candidates other partitions list: their counts there are
+    read (or shown not to matter), so the list is the exact top n by total, ties by name."""
+    await store.apply(spread_thin(users=80, items=50, events=400, seed=n))
+    counts = live_counts(store_settings)
+    live = await store.popular(n)
+    expected = sorted(counts.items(), key=lambda ic: (-ic[1], ic[0]))[:n]
+    assert live.counts == [(i, float(c)) for i, c in expected]
+    assert live.complete == (n == 60)
+
+
+async def test_popularity_asks_for_counts_a_chunk_at_a_time(
+        store: RedisStore, store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refresh runs on the event loop that serves requests: however many candidates the
+    partitions' tops give, no single command carries more than POPULAR_CHUNK of them (one
+    command of every candidate for every partition stalled the loop ~100 ms)."""
+    monkeypatch.setattr(redis_store, "POPULAR_CHUNK", 4)
+    await store.apply(spread_thin(users=80, items=50, events=400, seed=1))
+    asked: list[int] = []
+    client = store.client
+
+    class Recording:
+        """The store's client, counting the members of every ZMSCORE, sent alone or in a
+        pipeline."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+        async def zmscore(self, key: str, members: list[str]) -> Any:
+            asked.append(len(members))
+            return await client.zmscore(key, members)
+
+        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+            pipe = client.pipeline(*args, **kwargs)
+            send = pipe.zmscore
+
+            def zmscore(key: str, members: list[str]) -> Any:
+                asked.append(len(members))
+                return send(key, members)
+
+            pipe.zmscore = zmscore  # type: ignore[method-assign]
+            return pipe
+
+    monkeypatch.setattr(store, "client", Recording())
+    live = await store.popular(5)
+    counts = live_counts(store_settings)
+    assert live.counts == [(i, float(c)) for i, c in
+                           sorted(counts.items(), key=lambda ic: (-ic[1], ic[0]))[:5]]
+    assert asked and max(asked) <= 4
