@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -13,6 +13,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.serving.catalog import Catalogue, CatalogView
 from app.serving.holder import ModelHolder
+from app.serving.online import Flights
 from app.serving.pipeline import Recommender
 from app.serving.popular import Popularity
 from app.store.redis_store import RedisStore
@@ -28,6 +29,7 @@ class AppState:
     metrics: Metrics
     catalogue: Catalogue
     live_popular: tuple[str, Popularity] | None = None  # (model version, live order)
+    flights: Flights = field(default_factory=Flights)  # lists being computed, for joiners
 
     def catalog(self, model: Recommender) -> CatalogView:
         """The live catalogue as `model` serves it (availability filter, side index)."""

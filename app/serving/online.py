@@ -6,10 +6,11 @@ ONNX call. When Redis fails the request is still answered — from popularity, m
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from app.serving.pipeline import (
     FlatItems,
     Friends,
     Query,
+    Ranked,
     Recommendation,
     Recommender,
     Scored,
@@ -47,6 +49,22 @@ def list_ttl_ms(ttl_s: int, draw: float) -> int:
     so friends' behaviour still reaches a list within SOCIALREC_CACHE_TTL_S."""
     return max(1, round(ttl_s * 1000 * (1 - LIST_TTL_JITTER * draw)))
 
+
+
+@dataclass
+class Flights:
+    """The users whose list this process is computing now (user, model version) → the list,
+    once stored: requests for a user that arrive meanwhile wait for it instead of reading and
+    computing the same list again. Without this, a user asked for again while the first miss
+    computes (a popular user, a slow moment) is a miss each time, and every such miss makes
+    the moment slower: under load the misses feed on themselves until the loop falls behind
+    for good. A request joins only while the list is not yet sent to Redis, and gets it only
+    if it was stored, i.e. no event of the user landed between the computation's read and
+    the write (the lease, app.store.scripts): so an event acknowledged before the request
+    arrived either preceded the read or voids the list — a joiner never gets a list older
+    than its own arrival. Otherwise it takes the usual path."""
+
+    open: dict[tuple[str, str], asyncio.Future[Ranked | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,18 +127,64 @@ def cacheable(rec: Recommender, read: Sequence[tuple[str, float]]) -> bool:
 
 async def recommend(rec: Recommender, store: RedisStore, req: Request,
                     popular: Popularity | None = None, catalog: CatalogView | None = None,
-                    cache_ttl_s: int = 0) -> Served:
+                    cache_ttl_s: int = 0, flights: Flights | None = None) -> Served:
     """`catalog`: the live catalogue of `rec` (availability, live items, their metadata).
     `cache_ttl_s` > 0: serve from the user's cached ranked list of this model when one
     fills k after the request's filters, else compute it, store it for that long, and serve
     from it (the full path when it cannot fill k). The user's own events delete the list
-    (app.store.scripts), so only friends' behaviour waits for the TTL."""
+    (app.store.scripts), so only friends' behaviour waits for the TTL. `flights`: this
+    process's lists being computed, shared by concurrent requests for one user (`Flights`)."""
     lookup = rec.artifacts.catalog.index.get if catalog is None else catalog.lookup
     query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
                   exclude=np.fromiter((n for i in req.exclude if (n := lookup(i)) is not None),
                                       np.int64))
     # the cached list is the social list with seen items excluded
     cached = cache_ttl_s > 0 and req.social and req.exclude_seen
+    if not cached or flights is None:
+        return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached)
+    key = (req.user_id, rec.version)
+    joined = flights.open.get(key)
+    if joined is not None:
+        # shielded: a joiner that goes away does not cancel the computation it waits for
+        ranked = await asyncio.shield(joined)
+        if ranked is not None:
+            served = rec.from_ranked(ranked, query, catalog)
+            if served is not None:
+                return Served(served, rec.version, False, "hit")
+        return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached)
+    flight = _Flight(flights, key)
+    try:
+        return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached,
+                                flight)
+    finally:
+        flight.land(None)
+
+
+class _Flight:
+    """One request's computation of a user's list, open to joiners until its write is sent."""
+
+    def __init__(self, flights: Flights, key: tuple[str, str]) -> None:
+        self.flights, self.key = flights, key
+        self.future: asyncio.Future[Ranked | None] = \
+            asyncio.get_running_loop().create_future()
+        flights.open[key] = self.future
+
+    def close(self) -> None:
+        if self.flights.open.get(self.key) is self.future:
+            del self.flights.open[self.key]
+
+    def land(self, ranked: Ranked | None) -> None:
+        """The list the joiners get (None: they take the usual path)."""
+        self.close()
+        if not self.future.done():
+            self.future.set_result(ranked)
+
+
+async def _recommend(rec: Recommender, store: RedisStore, req: Request, query: Query,
+                     popular: Popularity | None, catalog: CatalogView | None,
+                     cache_ttl_s: int, cached: bool, flight: _Flight | None = None) -> Served:
+    """`recommend` for one request; `flight` (this request leads it) hears of the list it
+    stores."""
     max_friends = rec.manifest.blend.max_friends
     try:
         read = await store.read_user(req.user_id, rec.version, max_friends, ranked=cached)
@@ -140,9 +204,14 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
                                     catalog=catalog), rec.version, False)
     ranked = rec.ranked(state, catalog)
     if read.lease is not None:
-        await _save_ranked_quietly(store, req.user_id, read.lease, rec,
-                                   encode_ranked(ranked, len(rec.artifacts.catalog.ids), catalog),
-                                   list_ttl_ms(cache_ttl_s, random.random()))
+        if flight is not None:
+            flight.close()  # before the write is sent (see Flights)
+        stored = await _save_ranked_quietly(
+            store, req.user_id, read.lease, rec,
+            encode_ranked(ranked, len(rec.artifacts.catalog.ids), catalog),
+            list_ttl_ms(cache_ttl_s, random.random()))
+        if flight is not None:
+            flight.land(ranked if stored else None)
     served = rec.from_ranked(ranked, query, catalog)
     if served is None:
         served = rec.recommend(state, query, popular=popular, catalog=catalog)
@@ -261,12 +330,13 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np
 
 
 async def _save_ranked_quietly(store: RedisStore, user_id: str, lease: bytes,
-                               rec: Recommender, body: bytes, ttl_ms: int) -> None:
-    """A failed list write only costs a recomputation next time."""
+                               rec: Recommender, body: bytes, ttl_ms: int) -> bool:
+    """A failed list write only costs a recomputation next time. True when stored."""
     try:
-        await store.save_ranked(user_id, lease, rec.version, body, ttl_ms)
+        return await store.save_ranked(user_id, lease, rec.version, body, ttl_ms)
     except STORE_ERRORS as exc:
         log.info("list cache write failed: %s", type(exc).__name__)
+        return False
 
 
 async def _cache_quietly(store: RedisStore, states: dict[str, VectorState],

@@ -7,11 +7,14 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from app.config import Settings
+from app.serving.pipeline import Recommender
+from app.store.redis_store import RedisStore
 from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN, CATALOG, CATALOG_TOKEN
@@ -197,3 +200,57 @@ async def test_erasure_removes_the_cached_lists_naming_the_user(
         assert holders(sync, cached.key_prefix, friend) == []
     finally:
         sync.close()
+
+
+async def test_concurrent_misses_of_a_user_compute_the_list_once(
+        cached: Settings, uncached: Settings, synth_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests for a user that arrive while their list is computed wait for it: one
+    computation, not one per request (under load those misses fed on themselves)."""
+    user = social_user(synth_dir)
+    computed = []
+    ranked = Recommender.ranked
+
+    def counting(self: Recommender, *args: Any, **kwargs: Any) -> Any:
+        computed.append(1)
+        return ranked(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recommender, "ranked", counting)
+    async with app_client(cached) as client, app_client(uncached) as fresh:
+        answers = await asyncio.gather(*(recommend(client, user, k=20, explain=True)
+                                         for _ in range(8)))
+        assert len(computed) == 1
+        assert all(a == answers[0] for a in answers)
+        assert answers[0] == await recommend(fresh, user, k=20, explain=True)
+
+
+async def test_a_request_after_an_event_never_gets_a_list_computed_before_it(
+        cached: Settings, uncached: Settings, synth_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that joins a computation whose read preceded the user's acknowledged event
+    does not get that list (its write finds the lease gone): it computes its own."""
+    user = social_user(synth_dir)
+    async with app_client(uncached) as fresh:
+        bought = ids(await recommend(fresh, user, k=20))[0]
+    read_user = RedisStore.read_user
+    joiner: list[asyncio.Future[dict[str, Any]]] = []
+
+    async def event_after_read(self: RedisStore, user_id: str, *args: Any,
+                               **kwargs: Any) -> Any:
+        read = await read_user(self, user_id, *args, **kwargs)
+        if not joiner:
+            event = {"event_id": "mid-1", "user_id": user, "type": "purchase",
+                     "item_id": bought}
+            assert (await client.post("/events", json={"events": [event]})).status_code == 202
+            # a request sent after the 202, while this one's list is still being computed
+            joiner.append(asyncio.ensure_future(recommend(client, user, k=20)))
+            await asyncio.sleep(0.05)
+        return read
+
+    monkeypatch.setattr(RedisStore, "read_user", event_after_read)
+    async with app_client(cached) as client, app_client(uncached) as fresh:
+        first = await recommend(client, user, k=20)
+        assert bought in ids(first), "computed from the state read before the event"
+        after = await joiner[0]
+        assert bought not in ids(after)
+        assert after == await recommend(fresh, user, k=20)

@@ -54,7 +54,7 @@ async def recommend(
     popular = state.popular_for(recommender.version)
     catalog = state.catalog(recommender)
     served = await online.recommend(recommender, state.store, request, popular, catalog,
-                                    state.settings.cache_ttl_s)
+                                    state.settings.cache_ttl_s, state.flights)
     rec = served.recommendation
     metrics = state.metrics
     metrics.list_cache.labels(served.cache).inc()
