@@ -39,8 +39,9 @@ class Metrics:
         self.strategies = Counter("socialrec_recommend_strategy_total",
                                   "recommendation lists by strategy", ["strategy"], registry=r)
         self.list_cache = Counter("socialrec_list_cache_total",
-                                  "GET /recommend answers by the ranked-list cache: hit, miss "
-                                  "(computed and stored) or off (not asked: TTL 0, social=false "
+                                  "GET /recommend answers by the ranked-list cache: hit (also "
+                                  "from a list this process was computing), miss (computed and "
+                                  "stored) or off (not asked: TTL 0, social=false "
                                   "or exclude_seen=false)", ["result"], registry=r)
         self.fallbacks = Counter("socialrec_fallback_total", "degraded or filled answers",
                                  ["reason"], registry=r)
