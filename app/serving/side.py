@@ -80,9 +80,13 @@ class SideIndex:
     @property
     def nbytes(self) -> int:
         """The arrays (with their growth slack) and the codes (the prefix's included)."""
-        codes = (self._codes.sa_code_size() * (self.prefix_rows + self._coded)
-                 if self._codes is not None else 0)
+        codes = self.code_bytes * (self.prefix_rows + self._coded)
         return (self._vectors.nbytes + self._informed.nbytes + self._written.nbytes + codes)
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of one row's code (0 before the first coding)."""
+        return self._codes.sa_code_size() if self._codes is not None else 0
 
     @property
     def folded(self) -> bool:
