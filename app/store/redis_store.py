@@ -700,8 +700,8 @@ class RedisStore:
         event loop, and the candidates reach 10,000s when counts are spread thin (every
         partition's top a different set): the missing counts are asked for POPULAR_CHUNK at a
         time, one round trip each, and the sums are numpy's, so no stretch of this runs long
-        enough to hold up requests (the whole read in one pipeline packed and parsed ~100 ms
-        of arguments and replies in one go)."""
+        enough to hold up requests (one pipeline of every count would pack and parse tens of
+        ms of arguments and replies in one go)."""
         keys = [self.keys.popularity(t) for t in await self.log_tags()]
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
