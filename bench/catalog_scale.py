@@ -15,15 +15,21 @@ throughput with them in the side index vs without them, in the same run.
    which include computing every text vector (the item text encoder) and storing the records;
    the server's RSS and Redis' used memory before and after give the memory per live item
    (after a warm-up post of a few products);
-4. wrk drives GET /recommend (random known user, k=20, ~10 % explain) at saturation, rounds
-   alternating between the servers; medians and the with / without ratio per cache setting
-   (target ≥ 0.9 with the default settings);
+4. wrk drives GET /recommend (random known user, k=20, ~10 % explain) at saturation. Each
+   round measures the two servers of a cache setting back to back (which goes first
+   alternates) and gives that round's with / without ratio; the figure is the median of the
+   rounds' ratios, with their range (target ≥ 0.9 with the default settings). Right before
+   each measurement every user is asked for once, so each server's lists and vectors are
+   cached as under steady traffic (a server's lists expire between its rounds, which would
+   otherwise open each round with a miss per user); the server's own list-cache counts give
+   each run's hit rate;
 5. prints the table and writes the "Live catalogue at scale" section of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -57,6 +63,7 @@ from bench.common import (
     table,
     wrk,
 )
+from bench.load import cache_counts
 
 BEGIN, END = "<!-- catalog-scale:begin -->", "<!-- catalog-scale:end -->"
 TOKEN = "bench-catalog-token"
@@ -67,6 +74,8 @@ TARGET = 0.9
 # servers without the list cache show the side index's cost on every request
 SERVERS = (("without", "without", True), ("with", "with", True),
            ("without, no list cache", "without", False), ("with, no list cache", "with", False))
+# the servers compared within each round: (without live items, with them)
+PAIRS = (("without", "with"), ("without, no list cache", "with, no list cache"))
 WORDS = ("trail", "light", "classic", "pro", "compact", "urban", "eco", "deluxe", "mini",
          "travel", "smart", "soft", "steel", "wool", "carbon", "everyday", "studio", "max")
 
@@ -116,6 +125,22 @@ def wait_applied(servers: list[Server], timeout: float = 30.0) -> int:
         last = now
         time.sleep(0.5)
     raise RuntimeError(f"the servers' catalogue generations did not settle: {sorted(last)}")
+
+
+def warm_lists(base: str, users: list[str]) -> None:
+    """Ask for every user's list once, in order, on one connection: afterwards each list
+    (and vector) is cached, as it is under steady traffic, whatever expired since."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        for user in users:
+            connection.request("GET", f"/recommend/{user}?k=20")
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"warm-up: /recommend/{user} answered {answer.status}")
+    finally:
+        connection.close()
 
 
 def catalog_generation(base: str) -> int:
@@ -248,16 +273,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         script.write_text(recommend_lua(users, 0.1))
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in SERVERS}
         for r in range(args.rounds):
-            for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
-                log(f"round {r + 1}: /recommend on the server {name}")
-                pid = servers[name].proc.pid
-                cpu = cpu_seconds(pid)
-                run = checked(wrk(servers[name].base + "/", args.duration, 32, 1, load_cpus,
-                                  script), f"recommend {name}")
-                # CPU time per answered request: unlike req/s, it does not move with what
-                # else runs on the server's CPU
-                run["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1e3 / max(1, run["requests"])
-                runs[name].append(run)
+            for pair in PAIRS:
+                for name in pair if r % 2 == 0 else pair[::-1]:
+                    server = servers[name]
+                    warm_lists(server.base, users)
+                    log(f"round {r + 1}: /recommend on the server {name}")
+                    pid = server.proc.pid
+                    cpu, counts = cpu_seconds(pid), cache_counts(server.base)
+                    run = checked(wrk(server.base + "/", args.duration, 32, 1, load_cpus,
+                                      script), f"recommend {name}")
+                    # CPU time per answered request: unlike req/s, it does not move with
+                    # what else runs on the server's CPU
+                    run["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1e3 / max(1, run["requests"])
+                    after = cache_counts(server.base)
+                    hits, misses = (after[k] - counts[k] for k in ("hit", "miss"))
+                    run["hit_rate"] = hits / (hits + misses) if hits + misses else None
+                    runs[name].append(run)
     finally:
         for server in servers.values():
             server.stop()
@@ -273,23 +304,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average": os.getloadavg()}
 
 
+def paired(runs: dict[str, list[dict[str, Any]]], key: str) -> dict[str, list[float]]:
+    """Per round, with / without live items of each pair (`key`: "rps"), or without / with
+    for a cost ("cpu_ms"): either way above 1 means the live items cost nothing."""
+    out = {}
+    for without, with_ in PAIRS:
+        pairs = zip(runs[without], runs[with_], strict=True)
+        out[with_] = [w[key] / o[key] if key == "rps" else o[key] / w[key] for o, w in pairs]
+    return out
+
+
+def spread(ratios: list[float]) -> str:
+    return (f"**{statistics.median(ratios):.3f}** (rounds {min(ratios):.3f}–"
+            f"{max(ratios):.3f})")
+
+
 def section(result: dict[str, Any], info: str, command: str) -> str:
     rps = result["rps"]
     cpu = {name: statistics.median(r["cpu_ms"] for r in runs)
            for name, runs in result["runs"].items()}
-    ratio = rps["with"] / rps["without"]
-    uncached = rps["with, no list cache"] / rps["without, no list cache"]
+    ratios, cpu_ratios = paired(result["runs"], "rps"), paired(result["runs"], "cpu_ms")
+    cached, uncached = ratios["with"], ratios["with, no list cache"]
+    ratio = statistics.median(cached)
     m = result["manifest"]
     rows = [["GET /recommend (1 worker, saturated)", "median req/s", "rounds (req/s)",
-             "p99 ms (median)", "server CPU ms per request (median)"]]
+             "with / without per round", "p99 ms (median)",
+             "server CPU ms per request (median)", "list-cache hits (median)"]]
     for name, _, list_cache in SERVERS:
         runs = result["runs"][name]
         label = ("no live items" if name.startswith("without")
                  else f"{result['items']:,} live items in the side index")
+        hit_rates = [r["hit_rate"] for r in runs if r["hit_rate"] is not None]
         rows.append([label + ("" if list_cache else ", no list cache"), f"{rps[name]:.0f}",
                      ", ".join(f"{r['rps']:.0f}" for r in runs),
+                     ", ".join(f"{x:.2f}" for x in ratios[name]) if name in ratios else "",
                      f"{statistics.median(r['p99_ms'] for r in runs):.1f}",
-                     f"{cpu[name]:.2f}"])
+                     f"{cpu[name]:.2f}",
+                     f"{statistics.median(hit_rates):.1%}" if hit_rates else "off"])
     batches = result["batch_s"]
     lines = [
         BEGIN,
@@ -322,15 +373,21 @@ def section(result: dict[str, Any], info: str, command: str) -> str:
         "",
         table(rows),
         "",
-        f"With / without, default settings: **{ratio:.3f}** (target ≥ {TARGET}: "
+        f"With / without live items, default settings: {spread(cached)} (target ≥ {TARGET}: "
         f"{'met' if ratio >= TARGET else 'missed'}); without the list cache: "
-        f"**{uncached:.3f}**{busy_note(result['runs']['with'])}. {result['rounds']} rounds "
-        f"of {result['duration']:g} s per server, alternating; 32 connections, a random "
-        "known user per request, explain on ~10 %. The server's CPU time per request, which "
+        f"{spread(uncached)}{busy_note(result['runs']['with'])}. Each ratio is one round's: "
+        "the servers with and without live items of one cache setting measured back to back "
+        f"(which one first alternates by round); {result['rounds']} rounds of "
+        f"{result['duration']:g} s per server; 32 connections, a random known user per "
+        "request, explain on ~10 %. Right before each measurement every user is asked for "
+        "once, so each server starts its run with every list and vector cached, as under "
+        "steady traffic: with the default TTL a server's lists expire between its rounds, "
+        "which would otherwise open each run with a miss per user (the hit rates above are "
+        "the server's own count over each run). The server's CPU time per request, which "
         "other load on its CPU does not move the way it moves req/s, gives "
-        f"{cpu['without'] / cpu['with']:.3f} with the list cache and "
-        f"{cpu['without, no list cache'] / cpu['with, no list cache']:.3f} without it "
-        "(without / with). Both servers with live items had applied catalogue generation "
+        f"{spread(cpu_ratios['with'])} with the list cache and "
+        f"{spread(cpu_ratios['with, no list cache'])} without it (without / with, per "
+        "round). Both servers with live items had applied catalogue generation "
         f"{result['generation']:,} before the first round.",
         "",
         f"Machine: {info}; load average at the end "
