@@ -51,6 +51,11 @@ CATALOG_POLL_S = 0.25
 CATALOG_POLL_MAX_S = 2.0
 CHANGES_PAGE = 5000  # records per read; ≥ the largest bulk write (one generation)
 KEPT_VIEWS = 2
+# Stored lists whose live items a view keeps resolved (`live_indices`): a list is read on every
+# hit for as long as it is cached, so its ids are looked up once instead of on each read. At
+# ~20 bytes per live item of a list (its ids and their indices) a full memo of 200-item lists
+# holds ~16 MB; past the bound the oldest entry goes.
+LIVE_LISTS_MEMO = 4096
 # Model index kinds that scan every item: their items join the side index's codes (folding).
 FOLDED_KINDS = frozenset({"flat", "pqfs"})
 
@@ -89,6 +94,7 @@ class CatalogView:
         self.overrides: dict[int, tuple[str, str]] = {}  # model item → catalogue title, category
         self._unavailable: set[int] = set()
         self._cache: dict[str, object] = {}  # derived arrays, dropped on every change
+        self._resolved: dict[bytes, np.ndarray] = {}  # see live_indices
         taste = artifacts.item_vectors[:, :-1]
         norms = np.linalg.norm(taste, axis=1)
         self._proxy_candidates = np.flatnonzero(norms > 0)
@@ -102,6 +108,29 @@ class CatalogView:
         """The index of an item the model or the live catalogue knows."""
         known = self.artifacts.catalog.index.get(item_id)
         return known if known is not None else self.index.get(item_id)
+
+    def live_indices(self, joined: bytes, count: int) -> np.ndarray | None:
+        """The indices of the `count` live items whose ids `joined` names (UTF-8,
+        NUL-separated, as a stored list holds them; app.serving.ranked), −1 for an id this
+        process does not know yet; None when `joined` does not name `count` ids. Read-only.
+        A list that names only known ids is resolved once per distinct `joined`, not on every
+        read: a live item's index never changes for the view's lifetime. One naming an id
+        not known yet is resolved again on each read, so the item shows once it is known.
+        Availability is not part of this: callers filter it at serving time."""
+        known = self._resolved.get(joined)
+        if known is not None:
+            return known
+        ids = joined.decode().split("\0")
+        if len(ids) != count:
+            return None
+        index = self.index
+        found = np.fromiter((index.get(i, -1) for i in ids), dtype=np.int64, count=count)
+        found.flags.writeable = False
+        if count and found.min() >= 0:
+            if len(self._resolved) >= LIVE_LISTS_MEMO:
+                del self._resolved[next(iter(self._resolved))]
+            self._resolved[joined] = found
+        return found
 
     def item_id(self, index: int) -> str:
         return (self.artifacts.catalog.ids[index] if index < self.base

@@ -2,8 +2,9 @@
 
 Items are stored by model index, which every process serving the model shares; a live
 catalogue item's index is this process's own (app.serving.catalog), so it is stored by its id
-and looked up again on reading (an item another process does not know yet reads as -1, which
-every filter drops). Friends are stored by id, as the reasons name them.
+and looked up on reading (an item another process does not know yet reads as -1, which every
+filter drops), once per distinct list and process (`CatalogView.live_indices`): a list is
+read on every hit while it is cached. Friends are stored by id, as the reasons name them.
 
 Layout: uint32 strategy code, item count n, friend engagement count p, friend id count f, live
 item count l; int32[n] items (a model index, or −1−j for the j-th live id); float32[n] scores;
@@ -60,14 +61,20 @@ def decode_ranked(raw: bytes, catalog: CatalogView | None) -> Ranked | None:
     where = np.frombuffer(raw, np.uint16, p, at + 8 * n).astype(np.int64)
     who = np.frombuffer(raw, np.uint16, p, at + 8 * n + 2 * p).astype(np.int64)
     basis = np.frombuffer(raw, np.uint8, n, at + 8 * n + 4 * p)
-    words = raw[end:].decode().split("\0") if f + live else []
-    if len(words) != f + live:
+    # the friends' names, then the live ids left joined: they are resolved as one key
+    words = raw[end:].split(b"\0", f) if f + live else []
+    if len(words) != f + (live > 0):
         return None
-    names, live_ids = words[:f], words[f:]
+    names = [w.decode() for w in words[:f]]
     if p and (int(who.max()) >= f or np.any(np.diff(where) < 0)):
         return None
     if live:
         slots = np.flatnonzero(items < 0)
-        found = [None if catalog is None else catalog.index.get(i) for i in live_ids]
-        items[slots] = [-1 if i is None else i for i in found]
+        if catalog is not None:
+            found = catalog.live_indices(words[f], live)
+        else:  # nothing is known here: every live item reads as -1
+            found = np.full(live, -1, np.int64) if words[f].count(b"\0") == live - 1 else None
+        if found is None or len(slots) != live:
+            return None
+        items[slots] = found
     return Ranked(STRATEGIES[strategy], items, scores, basis, Engagements(names, where, who))
