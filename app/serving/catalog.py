@@ -52,9 +52,9 @@ CATALOG_POLL_MAX_S = 2.0
 CHANGES_PAGE = 5000  # records per read; ≥ the largest bulk write (one generation)
 KEPT_VIEWS = 2
 # Stored lists whose live items a view keeps resolved (`live_indices`): a list is read on every
-# hit for as long as it is cached, so its ids are looked up once instead of on each read. At
-# ~20 bytes per live item of a list (its ids and their indices) a full memo of 200-item lists
-# holds ~16 MB; past the bound the oldest entry goes.
+# hit for as long as it is cached, so its ids are looked up once instead of on each read. An
+# entry is the ids' bytes and 8 bytes per index: ~4 KB for 200 live items with 12-character
+# ids, ~16 MB for a full memo of such lists; past the bound the oldest entry goes.
 LIVE_LISTS_MEMO = 4096
 # Model index kinds that scan every item: their items join the side index's codes (folding).
 FOLDED_KINDS = frozenset({"flat", "pqfs"})
