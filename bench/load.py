@@ -545,8 +545,9 @@ def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
 
         # The open loop right after: its rate is 70 % of the capacity just measured, and it
         # runs for longer than the list TTL before its windows, so the windows see the hit
-        # rate of the open loop's own rate (fewer requests per list lifetime than saturated:
-        # lower), whichever it is; every phase's hit rate is reported.
+        # rate of the open loop's own state (fewer requests per list lifetime than saturated,
+        # but no concurrent misses of one user either), whichever it is; every phase's hit
+        # rate is reported.
         capacity = med(out["mix"])
         rate = args.latency_load * capacity
         log(f"mix open loop at {rate:.0f} req/s ({args.latency_load:.0%} of {capacity:.0f})")
@@ -668,8 +669,8 @@ def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[st
         f"{steady_warm_s(c['ttl_s']):g} s (longer than the list TTL, so every cached list "
         "was computed under the mix), its measured rounds back to back, the open loop right "
         "after at 70 % of their median rate, unmeasured for as long again (so its windows see "
-        "the hit rate of the open loop's own rate, lower than the saturated mix's: fewer "
-        "requests per list lifetime) and then its windows; last the /healthz, harder-mix and "
+        "the hit rate of the open loop's own state, not one left by the saturated runs) and "
+        "then its windows; last the /healthz, harder-mix and "
         "hit-path rounds, alternating. The hit rate of each phase is the one that phase saw.",
         "",
         table(rows),
