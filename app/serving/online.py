@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # computed together (a warm-up, a model reload, a burst of traffic) would otherwise expire in
 # the same second and be computed again together: a burst of misses, every TTL again.
 LIST_TTL_JITTER = 0.2
+# Computations of one user's list a request waits for (Flights) before computing its own:
+# each one whose write an event of the user voided costs the waiters its whole duration.
+FLIGHT_JOINS = 3
 
 
 def list_ttl_ms(ttl_s: int, draw: float) -> int:
@@ -62,7 +65,10 @@ class Flights:
     if it was stored, i.e. no event of the user landed between the computation's read and
     the write (the lease, app.store.scripts): so an event acknowledged before the request
     arrived either preceded the read or voids the list — a joiner never gets a list older
-    than its own arrival. Otherwise it takes the usual path."""
+    than its own arrival. A list that was not stored sends its joiners to the computation
+    one of them then leads (its read follows their arrival), up to FLIGHT_JOINS times, and
+    then the usual path: under load a popular user's events void many writes, and each
+    joiner computing the list again on its own was a miss per joiner."""
 
     open: dict[tuple[str, str], asyncio.Future[Ranked | None]] = field(default_factory=dict)
 
@@ -143,15 +149,18 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
     if not cached or flights is None:
         return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached)
     key = (req.user_id, rec.version)
-    joined = flights.open.get(key)
-    if joined is not None:
+    joins = 0
+    while (joined := flights.open.get(key)) is not None:
         # shielded: a joiner that goes away does not cancel the computation it waits for
         ranked = await asyncio.shield(joined)
         if ranked is not None:
             served = rec.from_ranked(ranked, query, catalog)
             if served is not None:
                 return Served(served, rec.version, False, "hit")
-        return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached)
+        joins += 1
+        if ranked is not None or joins == FLIGHT_JOINS:
+            return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s,
+                                    cached)
     flight = _Flight(flights, key)
     try:
         return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached,

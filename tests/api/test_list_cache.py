@@ -254,3 +254,44 @@ async def test_a_request_after_an_event_never_gets_a_list_computed_before_it(
         after = await joiner[0]
         assert bought not in ids(after)
         assert after == await recommend(fresh, user, k=20)
+
+
+async def test_requests_that_joined_a_voided_computation_share_the_next_one(
+        cached: Settings, uncached: Settings, synth_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's event lands between the first computation's read and its write: the
+    requests that joined it get no list from it, and compute the next one once, together
+    (each computed its own before), and what they get reflects the event."""
+    user = social_user(synth_dir)
+    async with app_client(uncached) as fresh:
+        bought = ids(await recommend(fresh, user, k=20))[0]
+    read_user = RedisStore.read_user
+    posted: list[bool] = []
+    computed = []
+    ranked = Recommender.ranked
+
+    def counting(self: Recommender, *args: Any, **kwargs: Any) -> Any:
+        computed.append(1)
+        return ranked(self, *args, **kwargs)
+
+    async def event_after_first_read(self: RedisStore, user_id: str, *args: Any,
+                                     **kwargs: Any) -> Any:
+        read = await read_user(self, user_id, *args, **kwargs)
+        if not posted:
+            posted.append(True)
+            await asyncio.sleep(0.05)  # the other requests join this computation
+            event = {"event_id": "mid-2", "user_id": user, "type": "purchase",
+                     "item_id": bought}
+            assert (await client.post("/events", json={"events": [event]})).status_code == 202
+        return read
+
+    monkeypatch.setattr(Recommender, "ranked", counting)
+    monkeypatch.setattr(RedisStore, "read_user", event_after_first_read)
+    async with app_client(cached) as client, app_client(uncached) as fresh:
+        first, *joiners = await asyncio.gather(*(recommend(client, user, k=20)
+                                                 for _ in range(8)))
+        assert bought in ids(first), "computed from the state read before the event"
+        assert len(computed) == 2
+        after = await recommend(fresh, user, k=20)
+        assert bought not in ids(after)
+        assert all(j == after for j in joiners)
