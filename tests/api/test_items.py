@@ -38,17 +38,6 @@ async def put(client: httpx.AsyncClient, item_id: str, **fields: object) -> dict
     return response.json()
 
 
-def main_category_user(synth_dir: Path, category: str) -> str:
-    """A user most of whose history is in `category`."""
-    cats = data.item_categories(synth_dir)
-    for user, items in sorted(data.histories(synth_dir).items()):
-        profile = data.category_profile(items, cats)
-        if len(items) >= 5 and profile.most_common(1)[0][0] == category \
-                and profile[category] >= 0.6 * len(items):
-            return user
-    raise AssertionError(f"no user mostly in {category}")
-
-
 async def test_writes_are_off_without_a_token_and_need_the_right_one(
         client: httpx.AsyncClient, shop: httpx.AsyncClient) -> None:
     off = await client.put("/items/new-1", json=BOOTS, headers=CATALOG)
@@ -117,7 +106,7 @@ async def test_a_bulk_of_1000_new_products_is_stored_and_served(
 
 async def test_unavailable_and_withdrawn_items_vanish_from_every_list_and_come_back(
         shop: httpx.AsyncClient, synth_dir: Path) -> None:
-    user = main_category_user(synth_dir, "outdoor")
+    user = data.main_category_user(synth_dir, "outdoor")
     personal = ids(await recommend(shop, user, k=10))
     popular = ids(await recommend(shop, "nobody-knows-me", k=10))
     category = data.item_categories(synth_dir)[personal[0]]
@@ -148,7 +137,7 @@ async def test_unavailable_and_withdrawn_items_vanish_from_every_list_and_come_b
 
 async def test_a_new_product_is_recommended_to_users_whose_taste_fits_it(
         shop: httpx.AsyncClient, synth_dir: Path) -> None:
-    user = main_category_user(synth_dir, "outdoor")
+    user = data.main_category_user(synth_dir, "outdoor")
     await put(shop, "new-boots", **BOOTS)
     await put(shop, "new-pan", title="ChefCraft Cast Iron Skillet", category="kitchen",
               tags=["cooking", "cookware"])
@@ -211,7 +200,7 @@ async def test_a_reload_keeps_new_products_and_their_availability(
     folder = tmp_path / "live"
     shutil.copytree(shop_settings.artifacts, folder)
     settings = shop_settings.model_copy(update={"artifacts": folder})
-    user = main_category_user(synth_dir, "outdoor")
+    user = data.main_category_user(synth_dir, "outdoor")
     async with app_client(settings) as shop:
         await put(shop, "new-boots", **BOOTS)
         popular = ids(await recommend(shop, "nobody-knows-me", k=5))

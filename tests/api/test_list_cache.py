@@ -168,6 +168,58 @@ async def test_an_unavailable_or_withdrawn_item_never_comes_from_the_cache(
         assert after[:18] == before[2:20]
 
 
+async def test_a_cached_new_product_is_served_by_another_process_until_withdrawn(
+        cached: Settings, synth_dir: Path) -> None:
+    """A stored list names a live item by id; another process (its own catalogue) serves it
+    from that list, on every read, until the item is withdrawn: then neither does, still
+    from the stored list."""
+    user = data.main_category_user(synth_dir, "outdoor")
+    boots = {"title": "Summit Trail Waterproof Hiking Boots", "category": "outdoor",
+             "tags": ["hiking", "boots"], "description": "Leather boots for long hikes."}
+    async with app_client(cached) as writer, app_client(cached) as other:
+        put = await writer.put("/items/new-boots", json=boots, headers=CATALOG)
+        assert put.status_code == 200, put.text
+        await wait_until(lambda: knows(other, "new-boots"))
+        first = await recommend(writer, user, k=100)
+        assert "new-boots" in ids(first)
+        assert len(list_keys(cached)) == 1
+        before = await hits(other)
+        for _ in range(3):  # every read of the stored list, in either process
+            assert await recommend(other, user, k=100) == first
+        assert await hits(other) == before + 3
+        withdrawn = await writer.delete("/items/new-boots", headers=CATALOG)
+        assert withdrawn.status_code == 200, withdrawn.text
+        await wait_until(lambda: gone(other, user, "new-boots"))
+        for client in (writer, other):
+            before = await hits(client)
+            after = ids(await recommend(client, user, k=100))
+            assert len(after) == 100 and "new-boots" not in after
+            assert await hits(client) == before + 1, "served from the stored list"
+
+
+async def hits(client: Any) -> float:
+    """The process's socialrec_list_cache_total{result="hit"}."""
+    text = (await client.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("socialrec_list_cache_total{") and 'result="hit"' in line)
+
+
+async def knows(client: Any, item: str) -> bool:
+    return (await client.get(f"/items/{item}")).status_code == 200
+
+
+async def gone(client: Any, user: str, item: str) -> bool:
+    return item not in ids(await recommend(client, user, k=100))
+
+
+async def wait_until(check: Any, within_s: float = 3.0) -> None:
+    """The catalogue's poll brings a change to every process within a second."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, "not within the catalogue's propagation window"
+        await asyncio.sleep(0.05)
+
+
 async def test_ttl_zero_writes_no_cache_key(cached: Settings, uncached: Settings,
                                             synth_dir: Path) -> None:
     users = sorted(data.histories(synth_dir))[:5]

@@ -40,6 +40,17 @@ def category_profile(items: set[str], categories: dict[str, str]) -> Counter[str
     return Counter(categories[i] for i in items)
 
 
+def main_category_user(data_dir: Path, category: str) -> str:
+    """A user most of whose history is in `category`."""
+    cats = item_categories(data_dir)
+    for user, items in sorted(histories(data_dir).items()):
+        profile = category_profile(items, cats)
+        if len(items) >= 5 and profile.most_common(1)[0][0] == category \
+                and profile[category] >= 0.6 * len(items):
+            return user
+    raise AssertionError(f"no user mostly in {category}")
+
+
 def split_by_time(data_dir: Path, base_dir: Path, live_share: float,
                   live_from: float) -> list[dict[str, str | float]]:
     """Write the older rows of `data_dir` as a base dataset into `base_dir` (with its
