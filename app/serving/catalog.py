@@ -53,8 +53,8 @@ CHANGES_PAGE = 5000  # records per read; ≥ the largest bulk write (one generat
 KEPT_VIEWS = 2
 # Stored lists whose live items a view keeps resolved (`live_indices`): a list is read on every
 # hit for as long as it is cached, so its ids are looked up once instead of on each read. An
-# entry is the ids' bytes and 8 bytes per index: ~4 KB for 200 live items with 12-character
-# ids, ~16 MB for a full memo of such lists; past the bound the oldest entry goes.
+# entry is the ids' bytes and 8 bytes per index: ~4.4 KB for 200 live items with 12-character
+# ids, ~18 MB for a full memo of such lists; past the bound the oldest entry goes.
 LIVE_LISTS_MEMO = 4096
 # Model index kinds that scan every item: their items join the side index's codes (folding).
 FOLDED_KINDS = frozenset({"flat", "pqfs"})
