@@ -3,9 +3,15 @@ re-scored exactly once large, and never blind to a vector written after its code
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 
+from app.serving.artifacts import ModelArtifacts
+from app.serving.encode import Encoder, History
 from app.serving.side import EXACT_MAX_ROWS, SideIndex
+from app.serving.text import ItemDescription
 
 DIM = 17
 
@@ -156,3 +162,42 @@ def test_folded_codes_follow_live_rows_written_after_them() -> None:
     _, again = side.search_all(query, 50)
     assert again[:2].tolist() == [p + changed, p + appended]
     assert p + was_best not in again.tolist()
+
+
+def test_folded_codes_on_a_trained_model_and_text_vectors_find_the_exact_top(
+        artifacts_dir: Path, synth_dir: Path) -> None:
+    # realistic vectors: a trained model's items as the prefix, new products' text vectors
+    # (its text encoder) as the live rows, its user encoder's vectors of random histories as
+    # queries, compared with brute force
+    artifacts = ModelArtifacts.load(artifacts_dir, 1)
+    assert artifacts.text is not None
+    model = artifacts.item_vectors
+    with (synth_dir / "items.csv").open(encoding="utf-8") as fh:
+        meta = list(csv.DictReader(fh))
+    categories = sorted({r["category"] for r in meta if r.get("category")})
+    tags = sorted({t for r in meta for t in (r.get("tags") or "").split(";") if t})
+    rng = np.random.default_rng(6)
+    products = [ItemDescription(f"{rng.choice(categories)} product {n}",
+                                str(rng.choice(categories)),
+                                tuple(str(t) for t in rng.choice(tags, 3, replace=False)),
+                                f"For {rng.choice(tags)} and {rng.choice(tags)}.")
+                for n in range(EXACT_MAX_ROWS + 500)]
+    live = artifacts.text.item_vectors(products).astype(np.float32)
+    side = SideIndex(artifacts.item_vectors.shape[1], model)
+    for vector in live:
+        side.set(side.append(), vector)
+    coded(side)
+    encoder = Encoder(artifacts.session, artifacts.manifest.max_history)
+    histories = []
+    for _ in range(100):
+        items = rng.choice(len(model), int(rng.integers(1, 30)), replace=False)
+        histories.append(History(items.astype(np.int64), np.ones(len(items), dtype=np.float32)))
+    queries = encoder(histories).astype(np.float32)
+    everything = np.concatenate([model, live])
+    informed = np.flatnonzero(np.any(everything != 0, axis=1))
+    hits = 0
+    for query in queries:
+        scores, found = side.search_all(query, 200)
+        assert np.allclose(scores, everything[found] @ query, atol=1e-4)
+        hits += len(set(found.tolist()) & exact_top(everything, query, 200, among=informed))
+    assert hits >= 0.99 * 200 * len(queries)
