@@ -654,9 +654,11 @@ def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[st
         CACHE_BEGIN,
         "## Serving load: the list cache",
         "",
-        f"The same artifacts and Redis as the section above ({res['users']:,} users, "
-        f"{res['items']:,} items), `socialrec serve --workers 1` pinned to CPU {SERVER_CPU}, "
-        f"wrk ({args_note(res)}) and redis-server on CPU {LOAD_CPU}; every ratio is to the "
+        f"lastfm artifacts ({res['items']:,} items, model `{res['model']}`, index "
+        f"{res.get('index', '?').strip()}), {res['users']:,} users loaded into a fresh "
+        "redis-server of the benchmark's own, `socialrec serve --workers 1` pinned to CPU "
+        f"{SERVER_CPU}, wrk ({args_note(res)}) and redis-server on CPU {LOAD_CPU}; every "
+        "ratio is to the "
         "same server's /healthz in the same run. The miss path runs a server with "
         "`SOCIALREC_CACHE_TTL_S=0` (the vector cache warm, as above); the other rows one with "
         f"`SOCIALREC_CACHE_TTL_S={c['ttl_s']}`. Users are drawn Zipf(1.0) over all "
