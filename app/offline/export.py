@@ -42,7 +42,13 @@ from app.serving.text import TextEncoderInfo
 #   per item, SIMD lookup tables) pick k_factor·k candidates that an exact re-scoring over the
 #   raw vectors (IndexRefineFlat) orders: the returned scores are exact inner products. k_factor
 #   is the smallest on a grid whose recall@200 against exact search reaches PQFS_TARGET_RECALL
-#   for the trainer's user vectors (0.99 at k_factor 2 on lastfm: 0.14 ms instead of 0.42);
+#   for the trainer's user vectors (0.99 at k_factor 2 on lastfm: 0.14 ms instead of 0.42).
+#   Fast-scan quantises its per-dimension lookup tables on one shared 8-bit scale, and the
+#   widest table sets it: for users whose band weighs the popularity coordinate strongly
+#   (−0.4 for lastfm's heavy users) that one table left the taste tables a few levels each and
+#   the calibration needed k_factor 6–8. So the codes may hold that coordinate scaled down
+#   (PQFS_POPULARITY_SCALES, the re-scoring keeps the raw vectors): the candidates then lean
+#   less on popularity but are told apart by taste (lastfm: 0.995 at k_factor 3 with 0.5);
 # - above it the same codes inside IVF lists (nlist ≈ 4·√n), re-scored exactly from
 #   IVF_K_FACTOR·k candidates, with the smallest nprobe whose recall@200 reaches
 #   IVF_TARGET_RECALL, calibrated the same way (at 1M items: 0.83 ms per query instead of
@@ -55,6 +61,7 @@ FLAT_MAX_ITEMS = 5_000
 PQFS_MAX_ITEMS = 50_000
 PQFS_TARGET_RECALL = 0.99
 PQFS_K_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
+PQFS_POPULARITY_SCALES = (1.0, 0.5)  # of the last coordinate in the codes; ties: the first
 IVF_TARGET_RECALL = 0.96
 IVF_K_FACTOR = 8.0
 CALIBRATION_QUERIES = 256
@@ -129,15 +136,27 @@ def build_index(vectors: np.ndarray, flat_max_items: int = FLAT_MAX_ITEMS,
 
 def _pq_fast_scan(vectors: np.ndarray,
                   queries: np.ndarray | None) -> tuple[faiss.Index, IndexInfo]:
+    """Per scale of the popularity coordinate in the codes, the smallest k_factor reaching the
+    target; the scale that needs the smallest (the cheapest search) is kept."""
     d = vectors.shape[1]
-    index = _with_rescoring(vectors, f"PQ{d}x4fs", vectors)
+    best: tuple[float, float, faiss.Index] | None = None
+    for scale in PQFS_POPULARITY_SCALES:
+        coded = vectors.copy()
+        coded[:, -1] *= scale
+        index = _with_rescoring(vectors, f"PQ{d}x4fs", coded, coded)
 
-    def use(k_factor: float) -> None:
-        index.k_factor = k_factor
+        def use(k_factor: float, index: faiss.Index = index) -> None:
+            index.k_factor = k_factor
 
-    k_factor = calibrate(index, vectors, PQFS_K_FACTORS, use, target=PQFS_TARGET_RECALL,
-                         queries=queries)
-    return index, IndexInfo(kind="pqfs", params={"M": d, "nbits": 4, "k_factor": k_factor})
+        k_factor = calibrate(index, vectors, PQFS_K_FACTORS, use, target=PQFS_TARGET_RECALL,
+                             queries=queries)
+        if best is None or k_factor < best[0]:
+            best = (k_factor, scale, index)
+    assert best is not None
+    k_factor, scale, index = best
+    index.k_factor = k_factor
+    return index, IndexInfo(kind="pqfs", params={"M": d, "nbits": 4, "k_factor": k_factor,
+                                                 "popularity_scale": scale})
 
 
 def _ivf(vectors: np.ndarray, queries: np.ndarray | None) -> tuple[faiss.Index, IndexInfo]:
@@ -151,14 +170,18 @@ def _ivf(vectors: np.ndarray, queries: np.ndarray | None) -> tuple[faiss.Index, 
                                                 "nbits": 4, "k_factor": IVF_K_FACTOR})
 
 
-def _with_rescoring(vectors: np.ndarray, codes: str, sample: np.ndarray) -> faiss.Index:
-    """4-bit PQ fast-scan `codes` (a FAISS factory string) that propose candidates, and the raw
-    vectors that re-score them exactly (IndexRefineFlat)."""
+def _with_rescoring(vectors: np.ndarray, codes: str, sample: np.ndarray,
+                    coded: np.ndarray | None = None) -> faiss.Index:
+    """4-bit PQ fast-scan `codes` (a FAISS factory string, trained on `sample`) of `coded`
+    (default: the vectors themselves) that propose candidates, and the raw vectors that
+    re-score them exactly (IndexRefine over an IndexFlatIP, where the service reads the item
+    vectors from)."""
     base = faiss.index_factory(vectors.shape[1], codes, faiss.METRIC_INNER_PRODUCT)
     base.train(sample)
-    index = faiss.IndexRefineFlat(base)
-    index.add(vectors)
-    return index
+    base.add(vectors if coded is None else coded)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    return faiss.IndexRefine(base, exact)  # FAISS' wrapper keeps both parts referenced
 
 
 def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, k: int = 200,

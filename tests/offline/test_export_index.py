@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
+from app.offline import export
 from app.offline.export import (
     PQFS_MAX_ITEMS,
     PQFS_TARGET_RECALL,
@@ -108,3 +109,32 @@ def test_hnsw_on_request_and_unknown_kinds_refused() -> None:
     assert info.kind == "hnsw" and info.params["efSearch"] >= 1
     with pytest.raises(ValueError, match="unknown index kind"):
         build_index(clustered(10), kind="lsh")
+
+
+def test_pq_codes_hold_a_dominant_popularity_coordinate_scaled_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # shop-like vectors: small taste coordinates, a popularity feature in [0, 1] last, and
+    # users whose band weighs it -0.4: its lookup table sets fast-scan's shared 8-bit scale
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 31))
+    taste = 0.05 * (centres[rng.integers(0, 40, 8000)] + 0.3 * rng.standard_normal((8000, 31)))
+    popularity = rng.pareto(1.5, 8000)
+    x = np.c_[taste, np.minimum(popularity / np.percentile(popularity, 99.9), 1)].astype(
+        np.float32)
+
+    def users(m: int, seed: int) -> np.ndarray:
+        picks = np.random.default_rng(seed).integers(0, 8000, (m, 20))
+        return np.c_[2 * x[picks, :-1].mean(1), np.full(m, -0.4)].astype(np.float32)
+
+    calibration, held_out = users(300, 1), users(200, 2)
+    index, info = build_index(x, flat_max_items=1000, queries=calibration)
+    monkeypatch.setattr(export, "PQFS_POPULARITY_SCALES", (1.0,))
+    _, unscaled = build_index(x, flat_max_items=1000, queries=calibration)
+    assert info.params["popularity_scale"] < 1.0
+    assert info.params["k_factor"] < unscaled.params["k_factor"]  # a cheaper search
+    _, truth = build_index(x, kind="flat")[0].search(held_out, 200)
+    scores, found = retrieve(index, held_out, 200)
+    assert _recall(found, truth) >= PQFS_TARGET_RECALL - 0.01
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", held_out, x[found]), rtol=1e-5,
+                               atol=1e-4)  # re-scored from the raw vectors, not the codes
+    assert np.array_equal(stored_vectors(index), x)
