@@ -40,15 +40,15 @@ from app.serving.text import TextEncoderInfo
 # - exact search up to FLAT_MAX_ITEMS, where the scan is cheap;
 # - up to PQFS_MAX_ITEMS, 4-bit PQ fast-scan codes (one sub-quantizer per dimension, d/2 bytes
 #   per item, SIMD lookup tables) pick k_factor·k candidates that an exact re-scoring over the
-#   raw vectors (IndexRefineFlat) orders: the returned scores are exact inner products. k_factor
-#   is the smallest on a grid whose recall@200 against exact search reaches PQFS_TARGET_RECALL
-#   for the trainer's user vectors (0.99 at k_factor 2 on lastfm: 0.14 ms instead of 0.42).
-#   Fast-scan quantises its per-dimension lookup tables on one shared 8-bit scale, and the
-#   widest table sets it: for users whose band weighs the popularity coordinate strongly
-#   (−0.4 for lastfm's heavy users) that one table left the taste tables a few levels each and
-#   the calibration needed k_factor 6–8. So the codes may hold that coordinate scaled down
-#   (PQFS_POPULARITY_SCALES, the re-scoring keeps the raw vectors): the candidates then lean
-#   less on popularity but are told apart by taste (lastfm: 0.995 at k_factor 3 with 0.5);
+#   raw vectors (IndexRefine over an IndexFlatIP) orders: the returned scores are exact inner
+#   products. k_factor is the smallest on a grid whose recall@200 against exact search reaches
+#   PQFS_TARGET_RECALL for the trainer's user vectors. Fast-scan quantises its per-dimension
+#   lookup tables on one shared 8-bit scale, which the widest table sets: for users whose band
+#   weighs the popularity coordinate strongly (−0.4 for lastfm's heavy users) that one table
+#   left the taste tables a few levels each, and lastfm needed k_factor 6–8. So the codes may
+#   hold that coordinate scaled down (PQFS_POPULARITY_SCALES; the re-scoring keeps the raw
+#   vectors): candidates lean less on popularity but are told apart by taste (lastfm: 0.995 at
+#   k_factor 3 with 0.5, 0.17 ms a query instead of 0.24);
 # - above it the same codes inside IVF lists (nlist ≈ 4·√n), re-scored exactly from
 #   IVF_K_FACTOR·k candidates, with the smallest nprobe whose recall@200 reaches
 #   IVF_TARGET_RECALL, calibrated the same way (at 1M items: 0.83 ms per query instead of
