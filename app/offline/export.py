@@ -47,8 +47,8 @@ from app.serving.text import TextEncoderInfo
 #   weighs the popularity coordinate strongly (−0.4 for lastfm's heavy users) that one table
 #   left the taste tables a few levels each, and lastfm needed k_factor 6–8. So the codes may
 #   hold that coordinate scaled down (PQFS_POPULARITY_SCALES; the re-scoring keeps the raw
-#   vectors): candidates lean less on popularity but are told apart by taste (lastfm: 0.995 at
-#   k_factor 3 with 0.5, 0.17 ms a query instead of 0.24);
+#   vectors): candidates lean less on popularity but are told apart by taste (lastfm: k_factor
+#   3 with 0.5; computed lists 25 % faster in bench/load, docs/BENCHMARKS.md);
 # - above it the same codes inside IVF lists (nlist ≈ 4·√n), re-scored exactly from
 #   IVF_K_FACTOR·k candidates, with the smallest nprobe whose recall@200 reaches
 #   IVF_TARGET_RECALL, calibrated the same way (at 1M items: 0.83 ms per query instead of
