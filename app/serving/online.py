@@ -203,7 +203,9 @@ async def _recommend(rec: Recommender, store: RedisStore, req: Request, query: Q
             if hit is not None:
                 return Served(hit, rec.version, False, "hit")
             read = await store.read_user(req.user_id, rec.version, max_friends)
-        state = await _state(rec, store, req.user_id, read, catalog)
+        state, own = await _state(rec, store, req.user_id, read, catalog)
+        if own is not None and (not cached or read.lease is None):
+            await _cache_quietly(store, {req.user_id: own}, rec.version)
     except STORE_ERRORS as exc:
         log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
         return Served(rec.recommend(UserState(), query, popular=popular, catalog=catalog),
@@ -215,10 +217,11 @@ async def _recommend(rec: Recommender, store: RedisStore, req: Request, query: Q
     if read.lease is not None:
         if flight is not None:
             flight.close()  # before the write is sent (see Flights)
+        # the user's new vector goes with the list, under the same lease: one round trip
         stored = await _save_ranked_quietly(
             store, req.user_id, read.lease, rec,
             encode_ranked(ranked, len(rec.artifacts.catalog.ids), catalog),
-            list_ttl_ms(cache_ttl_s, random.random()))
+            list_ttl_ms(cache_ttl_s, random.random()), own)
         if flight is not None:
             flight.land(ranked if stored else None)
     served = rec.from_ranked(ranked, query, catalog)
@@ -259,11 +262,16 @@ async def similar(rec: Recommender, store: RedisStore, req: SimilarRequest,
 async def _user_state(rec: Recommender, store: RedisStore, user_id: str,
                       catalog: CatalogView | None = None) -> UserState:
     read = await store.read_user(user_id, rec.version, rec.manifest.blend.max_friends)
-    return await _state(rec, store, user_id, read, catalog)
+    state, own = await _state(rec, store, user_id, read, catalog)
+    if own is not None:
+        await _cache_quietly(store, {user_id: own}, rec.version)
+    return state
 
 
 async def _state(rec: Recommender, store: RedisStore, user_id: str, read: UserRead,
-                 catalog: CatalogView | None = None) -> UserState:
+                 catalog: CatalogView | None = None) -> tuple[UserState, VectorState | None]:
+    """The user's state, and their vector to cache when it was encoded now (None: it was
+    cached, or may not be: `cacheable`); the caller writes it."""
     raw = read.raw
     assert raw is not None
     friends = await _friends(rec, store, [f for f, _ in raw.friends],
@@ -276,18 +284,16 @@ async def _state(rec: Recommender, store: RedisStore, user_id: str, read: UserRe
         # the cached entry carries the known history it was encoded from: nothing to parse
         entry = raw.entry
         return UserState(history=History(entry.items, entry.weights), friends=friends,
-                         vector=entry.vector, seen=seen)
+                         vector=entry.vector, seen=seen), None
     stored = decode_history(raw.history)
     history = known_history(rec, stored, catalog)
-    vector = None
+    vector, own = None, None
     if len(history):
         vector = rec.encode([history if catalog is None
                              else catalog.encoder_history(history)])[0]
         if cacheable(rec, stored):
-            await _cache_quietly(store, {user_id: VectorState(vector, history.items,
-                                                              history.weights, stored)},
-                                 rec.version)
-    return UserState(history=history, friends=friends, vector=vector, seen=seen)
+            own = VectorState(vector, history.items, history.weights, stored)
+    return UserState(history=history, friends=friends, vector=vector, seen=seen), own
 
 
 async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np.ndarray,
@@ -339,10 +345,11 @@ async def _friends(rec: Recommender, store: RedisStore, ids: list[str], ties: np
 
 
 async def _save_ranked_quietly(store: RedisStore, user_id: str, lease: bytes,
-                               rec: Recommender, body: bytes, ttl_ms: int) -> bool:
+                               rec: Recommender, body: bytes, ttl_ms: int,
+                               own: VectorState | None) -> bool:
     """A failed list write only costs a recomputation next time. True when stored."""
     try:
-        return await store.save_ranked(user_id, lease, rec.version, body, ttl_ms)
+        return await store.save_ranked(user_id, lease, rec.version, body, ttl_ms, own)
     except STORE_ERRORS as exc:
         log.info("list cache write failed: %s", type(exc).__name__)
         return False

@@ -455,12 +455,15 @@ class RedisStore:
         return UserRead(None, raw, entries, lease if reply[1] == 1 else None)
 
     async def save_ranked(self, user_id: str, lease: bytes, version: str, body: bytes,
-                          ttl_ms: int) -> bool:
+                          ttl_ms: int, own: VectorState | None = None) -> bool:
         """Store a user's ranked list for `ttl_ms` milliseconds if the lease `read_user` took
-        is still there (no event of the user landed since the read); True when stored."""
+        is still there (no event of the user landed since the read), and with it `own`, the
+        user's vector encoded from the history that read returned; True when stored."""
+        entry = b"" if own is None else encode_state(own.vector, own.items, own.weights,
+                                                     version)
         return bool(await self._run_script(
-            _SAVE_RANKED, [self.keys.ranked(user_id)],
-            [lease, ranked_tag(version) + body, ttl_ms]))
+            _SAVE_RANKED, [self.keys.ranked(user_id), self.keys.vector(user_id)],
+            [lease, ranked_tag(version) + body, ttl_ms, entry, VECTOR_TTL_S]))
 
     async def cached_vectors(self, user_ids: Sequence[str],
                              version: str) -> CachedVectors:

@@ -245,12 +245,18 @@ return out
 """
 
 SAVE_RANKED = """
--- KEYS: ranked list; ARGV: lease token, list, ttl milliseconds
+-- KEYS: ranked list, vector (the user's slot)
+-- ARGV: lease token, list, ttl milliseconds, vector entry ('' = none), its ttl seconds
 -- Stored only while the lease is still there: an event of the user (or an erasure) since the
--- read deleted it, and the list computed from the older state must not be served.
+-- read deleted it, and the list computed from the older state must not be served. The user's
+-- vector, encoded from the history read with the lease, is exactly as fresh: it is cached in
+-- the same call, with no need to read the history again to check it.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[5]))
+end
 return 1
 """

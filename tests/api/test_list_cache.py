@@ -347,3 +347,34 @@ async def test_requests_that_joined_a_voided_computation_share_the_next_one(
         after = await recommend(fresh, user, k=20)
         assert bought not in ids(after)
         assert all(j == after for j in joiners)
+
+
+async def test_a_computed_list_stores_the_users_new_vector_with_it(
+        cached: Settings, uncached: Settings, synth_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the user's event, the next request encodes their history once and caches that
+    vector with the list (one write): when the list is gone, it is computed again from the
+    cached vector, without encoding the user again."""
+    user = social_user(synth_dir)
+    encoded: list[int] = []
+    encode = Recommender.encode
+
+    def counting(self: Recommender, histories: Any) -> Any:
+        encoded.append(len(histories))
+        return encode(self, histories)
+
+    async with app_client(cached) as client, app_client(uncached) as fresh:
+        bought = ids(await recommend(client, user, k=20))[0]
+        event = {"event_id": "own-vec", "user_id": user, "type": "purchase", "item_id": bought}
+        assert (await client.post("/events", json={"events": [event]})).status_code == 202
+        monkeypatch.setattr(Recommender, "encode", counting)
+        after = await recommend(client, user, k=20)
+        assert encoded == [1], "the user's history, encoded once"
+        sync = redis.Redis.from_url(cached.redis_url)
+        try:
+            sync.delete(*list_keys(cached))
+        finally:
+            sync.close()
+        assert await recommend(client, user, k=20) == after
+        assert encoded == [1], "the second computation read the vector stored with the list"
+        assert after == await recommend(fresh, user, k=20)

@@ -106,3 +106,27 @@ async def test_histories_and_user_raw(store: RedisStore) -> None:
     raw = await store.user_raw("a", "m-1", 10)
     assert len(raw.history) == 2 and raw.friends == [("b", 0.5)] and raw.entry is None
     assert raw.seen == b"".join(item_tag(i) for i in ("i1", "i2"))
+
+
+async def test_the_users_vector_is_stored_with_their_list_under_the_lease(
+        store: RedisStore) -> None:
+    await store.apply([view(1, "a")])
+    read = await store.read_user("a", "m-1", 10, ranked=True)
+    assert read.lease is not None and read.raw is not None
+    own = VectorState(VECTOR, ITEMS, WEIGHTS, [])
+    assert await store.save_ranked("a", read.lease, "m-1", b"list", 30_000, own)
+    entry = (await store.cached_vectors(["a"], "m-1")).entries()[0]
+    assert entry is not None and np.array_equal(entry.vector, VECTOR)
+    assert np.array_equal(entry.items, ITEMS)
+
+
+async def test_an_event_between_the_read_and_the_list_write_keeps_the_vector_out(
+        store: RedisStore) -> None:
+    await store.apply([view(1, "a")])
+    read = await store.read_user("a", "m-1", 10, ranked=True)
+    assert read.lease is not None
+    await store.apply([view(2, "a")])  # the vector would be of the older history
+    own = VectorState(VECTOR, ITEMS, WEIGHTS, [])
+    assert not await store.save_ranked("a", read.lease, "m-1", b"list", 30_000, own)
+    assert (await store.cached_vectors(["a"], "m-1")).found == [False]
+    assert (await store.read_user("a", "m-1", 10, ranked=True)).ranked is None
