@@ -35,8 +35,9 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", UNMATCHED)
             method = scope["method"]
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(method, template, str(status)).inc()
+            metrics = self.metrics
+            metrics.child(metrics.latency, method, template).observe(time.perf_counter() - start)
+            metrics.child(metrics.requests, method, template, str(status)).inc()
 
 
 class BodyLimitMiddleware:

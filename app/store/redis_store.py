@@ -271,6 +271,10 @@ def decode_states(raws: Sequence[bytes | None], version: str) -> CachedVectors:
         np.asarray(counts, dtype=np.int64))
 
 
+# A hit's friend entries (none are read): built once, as building even an empty one costs
+# several array conversions.
+NO_ENTRIES = decode_states([], "")
+
 # After the model version: a ranked list's tag (app.store.keys `ranked`).
 _RANKED = b"\x02"
 # How long a lease on computing a user's list holds: far longer than a computation takes; a
@@ -445,7 +449,7 @@ class RedisStore:
                          k.vector(user_id), k.seen(user_id)],
             [tag, lease, RANKED_LEASE_MS, max_friends, head, tail])
         if reply[0] == 1:
-            return UserRead(reply[1][len(tag):], None, decode_states([], version), None)
+            return UserRead(reply[1][len(tag):], None, NO_ENTRIES, None)
         hist, flat = reply[2], reply[3]
         friends = [(_s(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
         raw = RawUser(dict(zip(hist[::2], hist[1::2], strict=True)), friends,

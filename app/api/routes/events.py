@@ -43,7 +43,7 @@ async def post_events(body: EventsIn, state: StateDep) -> Response:
     # one increment per type, not per event (a labelled child lookup each)
     ingested = Counter(event.type for event, ok in zip(events, applied, strict=True) if ok)
     for kind, count in ingested.items():
-        metrics.events.labels(kind).inc(count)
+        metrics.child(metrics.events, kind).inc(count)
     duplicates = applied.count(False)
     metrics.duplicates.inc(duplicates)
     # The `EventsAccepted` body (response_model), written straight to JSON: FastAPI would

@@ -57,12 +57,12 @@ async def recommend(
                                     state.settings.cache_ttl_s, state.flights)
     rec = served.recommendation
     metrics = state.metrics
-    metrics.list_cache.labels(served.cache).inc()
-    metrics.strategies.labels(rec.strategy.value).inc()
+    metrics.child(metrics.list_cache, served.cache).inc()
+    metrics.child(metrics.strategies, rec.strategy.value).inc()
     if served.degraded:
-        metrics.fallbacks.labels("store_unavailable").inc()
+        metrics.child(metrics.fallbacks, "store_unavailable").inc()
     elif any(s.popular for s in rec.items) and rec.strategy is not Strategy.POPULAR:
-        metrics.fallbacks.labels("popular_fill").inc()
+        metrics.child(metrics.fallbacks, "popular_fill").inc()
     # The `Recommendations` body (response_model: the documented contract, exclude_none),
     # written straight to JSON bytes: building and re-validating pydantic models per item
     # cost more than the rest of the response path.
