@@ -288,7 +288,7 @@ class Recommender:
         if not query.exclude_seen or query.within is not None:
             return None
         gone = [catalog.unavailable] if catalog is not None else []
-        mask = keep(ranked.items, np.concatenate([query.exclude.astype(np.int64), *gone]))
+        mask = keep(ranked.items, np.sort(query.exclude), *gone)
         if query.categories:
             allowed = self._allowed(query.categories, None, catalog)
             assert allowed is not None
@@ -414,14 +414,14 @@ class Recommender:
         increase."""
         pop = self.popular if popular is None else popular
         order = pop.items
-        taken = np.concatenate([banned, np.fromiter((s.item for s in have), dtype=np.int64)])
+        shown = np.sort(np.fromiter((s.item for s in have), dtype=np.int64))
         need = k - len(have)
         # The first `need` qualifying items of `order`: look at a prefix that must hold them
         # (without a category filter), widened while it falls short — not the whole catalogue.
-        limit = need + len(taken)
+        limit = need + len(banned) + len(shown)
         while True:
             head = order[:limit]
-            mask = keep(head, taken)
+            mask = keep(head, banned, shown)
             if allowed is not None:
                 mask &= np.isin(head, allowed)
             picked = np.flatnonzero(mask)[:need]

@@ -24,9 +24,11 @@ from app.store.catalog import CatalogItem
 def test_keep_equals_isin(seed: int) -> None:
     rng = np.random.default_rng(seed)
     candidates = rng.integers(-1, 60, size=rng.integers(0, 80))
-    banned = rng.integers(0, 60, size=rng.integers(0, 30))
-    expected = (candidates >= 0) & ~np.isin(candidates, banned)
-    assert np.array_equal(keep(candidates, banned), expected)
+    banned = [np.sort(rng.integers(0, 60, size=rng.integers(0, 30))) for _ in range(3)]
+    expected = (candidates >= 0) & ~np.isin(candidates, np.concatenate(banned))
+    assert np.array_equal(keep(candidates, *banned), expected)
+    assert np.array_equal(keep(candidates, banned[0]),
+                          (candidates >= 0) & ~np.isin(candidates, banned[0]))
 
 
 @pytest.mark.parametrize("seed", range(20))
