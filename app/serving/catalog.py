@@ -185,6 +185,8 @@ class CatalogView:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Item vectors of model and live indices alike, (len(ids), dim)."""
         model = self.artifacts.item_vectors
+        if self.side.folded:  # one matrix holds both (app.serving.side)
+            return self.side.all_rows(ids)
         if not len(ids) or ids.max() < self.base:
             return model[ids]
         out = model.take(np.minimum(ids, self.base - 1), axis=0)
