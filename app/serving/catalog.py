@@ -316,8 +316,8 @@ class CatalogView:
     @property
     def live_bytes(self) -> int:
         """Memory held for the live items, for the docs: the side index (vector rows with
-        their growth slack, flags, codes) and the proxies; Python strings and dict entries
-        come on top."""
+        their growth slack, flags, codes; once folded also the model's rows' codes and copy,
+        `side.prefix_bytes`) and the proxies; Python strings and dict entries come on top."""
         return self.side.nbytes + self._proxies.nbytes
 
 

@@ -85,9 +85,16 @@ class SideIndex:
 
     @property
     def nbytes(self) -> int:
-        """The arrays (with their growth slack) and the codes (the prefix's included)."""
+        """The arrays (with their growth slack) and the codes, the prefix's codes and copy
+        included once folded."""
         codes = self.code_bytes * (self.prefix_rows + self._coded)
         return (self._matrix.nbytes + self._informed.nbytes + self._written.nbytes + codes)
+
+    @property
+    def prefix_bytes(self) -> int:
+        """What the folded prefix costs, once: its rows' codes and their vectors' copy (both
+        counted in `nbytes`; 0 until it folds)."""
+        return self._front * (self.code_bytes + self._matrix.itemsize * self.dim)
 
     @property
     def code_bytes(self) -> int:

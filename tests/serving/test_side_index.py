@@ -162,6 +162,10 @@ def test_folded_codes_follow_live_rows_written_after_them() -> None:
     _, again = side.search_all(query, 50)
     assert again[:2].tolist() == [p + changed, p + appended]
     assert p + was_best not in again.tolist()
+    # one matrix holds the model's rows and the live ones as they are now, in the codes' order
+    ids = np.asarray([3, p - 1, p + changed, p + was_best, p + appended], dtype=np.int64)
+    assert np.array_equal(side.all_rows(ids), everything[ids])
+    assert side.prefix_bytes == p * (side.code_bytes + 4 * DIM)
 
 
 def test_folded_codes_on_a_trained_model_and_text_vectors_find_the_exact_top(
