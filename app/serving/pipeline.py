@@ -6,6 +6,7 @@ It knows nothing about Redis: callers hand it a `UserState` they assembled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -317,8 +318,8 @@ class Recommender:
                   banned: np.ndarray, allowed: np.ndarray | None, rerank_stage: bool,
                   catalog: CatalogView | None, strategy: Strategy) -> Ranked:
         own, vector, band = self.taste(user, friends, catalog)
-        n = max(self.manifest.rerank.candidates, query.k) + len(banned)
-        ids, scores = self._candidates(vector, n, banned, allowed, catalog)
+        ids, scores = self._enough(vector, max(self.manifest.rerank.candidates, query.k),
+                                   banned, allowed, catalog)
         vectors = self._vectors(ids, catalog)
         engaged = _Engaged.of(friends, ids)
         if rerank_stage:
@@ -345,7 +346,7 @@ class Recommender:
         if np.any(vector[:-1]):
             wanted = max(params.candidates, query.k)
             q = neighbour_query(vector, params.popularity_weight)
-            ids, scores = self._candidates(q, wanted + len(banned), banned, allowed, catalog)
+            ids, scores = self._enough(q, wanted, banned, allowed, catalog)
             ids, scores = ids[:wanted], scores[:wanted]
             friends = state.friends if state.friends is not None and state.friends.ids \
                 else None
@@ -363,12 +364,37 @@ class Recommender:
             scored += self._fill(scored, query.k, banned, allowed, popular)
         return scored
 
-    def _candidates(self, vector: np.ndarray, n: int, banned: np.ndarray,
+    def _enough(self, vector: np.ndarray, wanted: int, banned: np.ndarray,
+                allowed: np.ndarray | None,
+                catalog: CatalogView | None) -> tuple[np.ndarray, np.ndarray]:
+        """`_candidates` asked for `wanted` more than the banned items, of which the
+        catalogue's unavailable ones (all in `banned`) count only as far as the search meets
+        them: a shop may have thousands out of stock, and searching and re-ranking that many
+        more candidates for every list made a computed list many times slower. The search
+        starts as wide as the unavailable share of the catalogue says and widens until
+        `wanted` candidates are left (or nothing more can be). With every item available it
+        is exactly `_candidates` with `wanted + len(banned)`."""
+        gone = 0 if catalog is None else len(catalog.unavailable)
+        n = wanted + len(banned) - gone
+        if not gone:
+            return self._candidates(vector, n, wanted, banned, allowed, catalog)
+        assert catalog is not None
+        total = len(catalog) if allowed is None else len(allowed)
+        n = min(total, math.ceil(1.25 * n * len(catalog) / max(1, len(catalog) - gone)))
+        while True:
+            ids, scores = self._candidates(vector, n, wanted, banned, allowed, catalog)
+            if len(ids) >= wanted or n >= total:
+                return ids, scores
+            # as wide again as the share of candidates left says, with slack
+            n = min(total, max(2 * n, math.ceil(1.25 * wanted * n / max(1, len(ids)))))
+
+    def _candidates(self, vector: np.ndarray, n: int, wanted: int, banned: np.ndarray,
                     allowed: np.ndarray | None,
                     catalog: CatalogView | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-`n` (ids, scores) by inner product with `vector` of the FAISS index and the
-        live side index, merged, without the banned, empty and uninformed slots; one search
-        of both when the catalogue folded them (app.serving.side)."""
+        live side index, merged, without the banned, empty and uninformed slots, of which the
+        first `wanted` are exact; one search of both when the catalogue folded them
+        (app.serving.side)."""
         if catalog is not None and allowed is None and catalog.folded:
             scores, ids = catalog.search_all(vector, n)
             mask = keep(ids, banned)
@@ -381,7 +407,8 @@ class Recommender:
         mask[mask] = self.informed[ids[mask]]
         ids, scores = ids[mask], scores[mask]
         if catalog is not None and catalog.ids:
-            ids, scores = _merge_side(ids, scores, catalog, vector, n, banned, allowed)
+            ids, scores = _merge_side(ids, scores, catalog, vector, n, wanted, banned,
+                                      allowed)
         return ids, scores
 
     def _vectors(self, ids: np.ndarray, catalog: CatalogView | None) -> np.ndarray:
@@ -450,11 +477,11 @@ class Recommender:
 
 
 def _merge_side(ids: np.ndarray, scores: np.ndarray, catalog: CatalogView, vector: np.ndarray,
-                n: int, banned: np.ndarray, allowed: np.ndarray | None) -> tuple[
+                n: int, wanted: int, banned: np.ndarray, allowed: np.ndarray | None) -> tuple[
                     np.ndarray, np.ndarray]:
     """The FAISS candidates and the side index's, by retrieval score: both are the inner
-    product of the same query with vectors in the same space. `n` counts the banned items
-    (`banned`: sorted) on top of the wanted ones; the side index needs only its own share.
+    product of the same query with vectors in the same space. The first `wanted` of the top
+    `n` are exact (`banned`: sorted): the side index needs only its own share of them.
 
     While live items are a small share of the catalogue, most lists take far fewer of them
     than that share, and a search for fewer is cheaper: the side index is asked for SIDE_FIRST
@@ -463,12 +490,12 @@ def _merge_side(ids: np.ndarray, scores: np.ndarray, catalog: CatalogView, vecto
     them would make the list anyway, the first search would be wasted: the whole share is
     asked for at once."""
     live_banned = banned[int(np.searchsorted(banned, catalog.base)):]
-    side_n = max(0, n - len(banned)) + len(live_banned)
+    side_n = wanted + len(live_banned)
     live = len(catalog.ids)
     first = side_n if side_n * live >= SIDE_FIRST * (live + catalog.base) else \
         min(SIDE_FIRST, side_n)
-    for wanted in (first, side_n):
-        side_scores, side_ids = catalog.search(vector, wanted, allowed)
+    for ask in (first, side_n):
+        side_scores, side_ids = catalog.search(vector, ask, allowed)
         fetched = len(side_ids)
         if len(live_banned):
             mask = keep(side_ids, live_banned)
@@ -476,7 +503,7 @@ def _merge_side(ids: np.ndarray, scores: np.ndarray, catalog: CatalogView, vecto
         merged_ids = np.concatenate([ids, side_ids])
         merged = np.concatenate([scores, side_scores])
         order = np.argsort(-merged, kind="stable")[:n]
-        if fetched < wanted or wanted == side_n or \
+        if fetched < ask or ask == side_n or \
                 np.count_nonzero(order >= len(ids)) < len(side_ids):
             break
     return merged_ids[order], merged[order]

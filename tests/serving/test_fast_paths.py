@@ -14,8 +14,9 @@ import pytest
 
 from app.serving.artifacts import ItemCatalog, ModelArtifacts, stored_vectors
 from app.serving.catalog import CatalogView
+from app.serving.encode import History
 from app.serving.filter import keep
-from app.serving.pipeline import FlatItems, Friends, Recommender, _merge_side
+from app.serving.pipeline import FlatItems, Friends, Query, Recommender, UserState, _merge_side
 from app.serving.side import EXACT_MAX_ROWS, SideIndex
 from app.store.catalog import CatalogItem
 
@@ -111,8 +112,8 @@ def test_merged_candidates_are_the_top_of_model_and_live_items_together(
     faiss_top = [i for i in np.argsort(-model_scores, kind="stable").tolist()
                  if i not in set(banned.tolist())][: n - len(banned)]
     ids, scores = _merge_side(np.asarray(faiss_top, np.int64), model_scores[faiss_top],
-                              cast(CatalogView, _Live(model_items, side)), query, n, banned,
-                              None)
+                              cast(CatalogView, _Live(model_items, side)), query, n,
+                              n - len(banned), banned, None)
     # `n` leaves room for the banned: the first n − len(banned) are the wanted ones
     assert ids[: n - len(banned)].tolist() == ranked[: n - len(banned)]
     assert not np.isin(ids, banned).any()
@@ -146,7 +147,7 @@ def test_a_folded_catalogue_retrieves_the_top_of_model_and_live_items_in_one_sea
             rng.standard_normal(view.dim).astype(np.float32) * scale
         query = query.astype(np.float32)
         banned = np.union1d(rng.choice(len(everything), 25, replace=False), view.unavailable)
-        ids, scores = rec._candidates(query, wanted + len(banned), banned, None, view)
+        ids, scores = rec._candidates(query, wanted + len(banned), wanted, banned, None, view)
         exact = [i for i in np.argsort(-(everything @ query), kind="stable").tolist()
                  if informed[i] and i not in set(banned.tolist())][:wanted]
         assert not np.isin(ids, banned).any() and informed[ids].all()
@@ -154,3 +155,40 @@ def test_a_folded_catalogue_retrieves_the_top_of_model_and_live_items_in_one_sea
         assert np.all(np.diff(scores) <= 0)
         hits += len(set(ids[:wanted].tolist()) & set(exact))
     assert hits >= 0.98 * wanted * 30
+
+
+def test_unavailable_items_widen_the_search_only_as_far_as_it_meets_them(
+        artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shop with half its items out of stock: every list still holds k available, unseen
+    items, and the candidate search widens by the unavailable items it meets, not by all of
+    them (which made each computed list search and re-rank every one)."""
+    artifacts = ModelArtifacts.load(artifacts_dir, 1)
+    rec = Recommender(artifacts)
+    view = CatalogView(artifacts)
+    model = artifacts.item_vectors
+    rng = np.random.default_rng(3)
+    scale = float(np.linalg.norm(model, axis=1).mean()) / np.sqrt(view.dim)
+    for n in range(2000):  # a catalogue several times the candidates the rerank takes
+        vector = (rng.standard_normal(view.dim) * scale).astype(np.float32)
+        view.apply(CatalogItem(f"new-{n}", title=f"new {n}"), vector)
+    for index in range(0, len(view), 2):
+        view.apply(CatalogItem(view.item_id(index), title=f"item {index}", available=False),
+                   view.vectors(np.asarray([index]))[0])
+    gone = set(view.unavailable.tolist())
+    widths: list[int] = []
+    candidates = Recommender._candidates
+
+    def recording(self: Recommender, vector: np.ndarray, n: int, *args: object) -> object:
+        widths.append(n)
+        return candidates(self, vector, n, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Recommender, "_candidates", recording)
+    for _ in range(20):
+        items = rng.choice(len(model), rng.integers(1, 11), replace=False).astype(np.int64)
+        state = UserState(history=History(items, np.ones(len(items), np.float32)))
+        listed = [s.item for s in rec.recommend(state, Query(k=20), catalog=view).items]
+        assert len(listed) == 20
+        assert not gone & set(listed) and not set(items.tolist()) & set(listed)
+    # all of them on top of the wanted would be wanted + len(gone) at least
+    wanted = rec.manifest.rerank.candidates
+    assert max(widths) < 0.5 * (wanted + len(gone)), (widths, wanted, len(gone))
