@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from app.serving.catalog import CatalogView
-from app.serving.pipeline import Basis, Scored
+from app.serving.pipeline import Basis, Recommendation, Scored, Strategy
 
 _MEMO = "item-json"
+PERSONAL = {Strategy.PERSONAL, Strategy.PERSONAL_SOCIAL}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemsJson:
+    """/recommend's rendering of a list's items (app.serving.online `Render`)."""
+
+    catalog: CatalogView
+    explain: bool
+    friend_ids: bool
+
+    @property
+    def key(self) -> int:
+        return self.explain | self.friend_ids << 1
+
+    def __call__(self, recommendation: Recommendation) -> bytes:
+        return items_json(self.catalog, recommendation.items, self.explain, self.friend_ids,
+                          personal=recommendation.strategy in PERSONAL)
 
 
 def items_json(catalog: CatalogView, items: Sequence[Scored], explain: bool,
-               friend_ids: bool, personal: bool = False) -> orjson.Fragment:
+               friend_ids: bool, personal: bool = False) -> bytes:
     """The list's `RecommendedItem`s as one JSON array, described as the live catalogue says;
-    the bytes orjson would write for the same dicts, key order included. Each item's id,
+    the bytes orjson would write for the same dicts, key order included (`orjson.Fragment`
+    puts them in a body). Each item's id,
     title and category are written to JSON once per catalogue state (the catalogue's memo),
     not for every request that shows it. `personal`: the list was made from the user's own
     history, so an item it carried is "similar to history"."""
@@ -31,7 +51,7 @@ def items_json(catalog: CatalogView, items: Sequence[Scored], explain: bool,
         if explain:
             body += b',"reasons":' + orjson.dumps(reasons(s, personal, friend_ids))
         out.append(body + b"}")
-    return orjson.Fragment(b"[" + b",".join(out) + b"]")
+    return b"[" + b",".join(out) + b"]"
 
 
 def _parts(catalog: CatalogView, item: int) -> tuple[bytes, bytes]:

@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -24,10 +25,11 @@ from app.serving.pipeline import (
     Recommendation,
     Recommender,
     Scored,
+    Strategy,
     UserState,
 )
 from app.serving.popular import Popularity
-from app.serving.ranked import decode_ranked, encode_ranked
+from app.serving.ranked import Rendered, encode_entry, encode_ranked, ranked_of, rendered_of
 from app.store.redis_store import (
     STORE_ERRORS,
     CachedVectors,
@@ -73,12 +75,32 @@ class Flights:
     open: dict[tuple[str, str], asyncio.Future[Ranked | None]] = field(default_factory=dict)
 
 
+class Render(Protocol):
+    """Writes a list's items as the API answers them (app.api.render). Lists written with the
+    same `key` (the rendering's options) are written alike: the key is stored with a cached
+    answer, which only requests rendering with the same key reuse."""
+
+    @property
+    def key(self) -> int: ...
+
+    def __call__(self, recommendation: Recommendation) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Served:
-    recommendation: Recommendation
+    strategy: Strategy
+    items_json: bytes  # the items as `Render` wrote them
+    popular_fill: bool  # the popular fill completed the list
     model_version: str
     degraded: bool
     cache: str = "off"  # the list cache: "hit", "miss" (computed here) or "off" (not asked)
+
+    @classmethod
+    def of(cls, recommendation: Recommendation, render: Render, model_version: str,
+           degraded: bool, cache: str = "off") -> Served:
+        return cls(recommendation.strategy, render(recommendation),
+                   any(s.popular for s in recommendation.items), model_version, degraded,
+                   cache)
 
 
 @dataclass(frozen=True)
@@ -131,23 +153,22 @@ def cacheable(rec: Recommender, read: Sequence[tuple[str, float]]) -> bool:
     return all(i in index for i, _ in read)
 
 
-async def recommend(rec: Recommender, store: RedisStore, req: Request,
-                    popular: Popularity | None = None, catalog: CatalogView | None = None,
+async def recommend(rec: Recommender, store: RedisStore, req: Request, render: Render,
+                    catalog: CatalogView, popular: Popularity | None = None,
                     cache_ttl_s: int = 0, flights: Flights | None = None) -> Served:
-    """`catalog`: the live catalogue of `rec` (availability, live items, their metadata).
-    `cache_ttl_s` > 0: serve from the user's cached ranked list of this model when one
-    fills k after the request's filters, else compute it, store it for that long, and serve
-    from it (the full path when it cannot fill k). The user's own events delete the list
-    (app.store.scripts), so only friends' behaviour waits for the TTL. `flights`: this
-    process's lists being computed, shared by concurrent requests for one user (`Flights`)."""
-    lookup = rec.artifacts.catalog.index.get if catalog is None else catalog.lookup
+    """The answer to `req`, its items written by `render`. `catalog`: the live catalogue of
+    `rec` (availability, live items, their metadata). `cache_ttl_s` > 0: serve from the user's
+    cached ranked list of this model when one fills k after the request's filters, else
+    compute it, store it for that long, and serve from it (the full path when it cannot fill
+    k). The user's own events delete the list (app.store.scripts), so only friends' behaviour
+    waits for the TTL. `flights`: this process's lists being computed, shared by concurrent
+    requests for one user (`Flights`)."""
     query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
-                  exclude=np.fromiter((n for i in req.exclude if (n := lookup(i)) is not None),
-                                      np.int64))
-    # the cached list is the social list with seen items excluded
-    cached = cache_ttl_s > 0 and req.social and req.exclude_seen
-    if not cached or flights is None:
-        return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached)
+                  exclude=np.fromiter((n for i in req.exclude
+                                       if (n := catalog.lookup(i)) is not None), np.int64))
+    call = _Call(rec, store, req, query, render, catalog, popular, cache_ttl_s)
+    if not call.cached or flights is None:
+        return await call.serve()
     key = (req.user_id, rec.version)
     joins = 0
     while (joined := flights.open.get(key)) is not None:
@@ -156,15 +177,13 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request,
         if ranked is not None:
             served = rec.from_ranked(ranked, query, catalog)
             if served is not None:
-                return Served(served, rec.version, False, "hit")
+                return Served.of(served, render, rec.version, False, "hit")
         joins += 1
         if ranked is not None or joins == FLIGHT_JOINS:
-            return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s,
-                                    cached)
+            return await call.serve()
     flight = _Flight(flights, key)
     try:
-        return await _recommend(rec, store, req, query, popular, catalog, cache_ttl_s, cached,
-                                flight)
+        return await call.serve(flight)
     finally:
         flight.land(None)
 
@@ -189,45 +208,91 @@ class _Flight:
             self.future.set_result(ranked)
 
 
-async def _recommend(rec: Recommender, store: RedisStore, req: Request, query: Query,
-                     popular: Popularity | None, catalog: CatalogView | None,
-                     cache_ttl_s: int, cached: bool, flight: _Flight | None = None) -> Served:
-    """`recommend` for one request; `flight` (this request leads it) hears of the list it
-    stores."""
-    max_friends = rec.manifest.blend.max_friends
-    try:
-        read = await store.read_user(req.user_id, rec.version, max_friends, ranked=cached)
-        if read.ranked is not None:
-            ranked = decode_ranked(read.ranked, catalog)
-            hit = None if ranked is None else rec.from_ranked(ranked, query, catalog)
-            if hit is not None:
-                return Served(hit, rec.version, False, "hit")
-            read = await store.read_user(req.user_id, rec.version, max_friends)
-        state, own = await _state(rec, store, req.user_id, read, catalog)
-        if own is not None and (not cached or read.lease is None):
-            await _cache_quietly(store, {req.user_id: own}, rec.version)
-    except STORE_ERRORS as exc:
-        log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
-        return Served(rec.recommend(UserState(), query, popular=popular, catalog=catalog),
-                      rec.version, True)
-    if not cached:
-        return Served(rec.recommend(state, query, social=req.social, popular=popular,
-                                    catalog=catalog), rec.version, False)
-    ranked = rec.ranked(state, catalog)
-    if read.lease is not None:
-        if flight is not None:
-            flight.close()  # before the write is sent (see Flights)
-        # the user's new vector goes with the list, under the same lease: one round trip
-        stored = await _save_ranked_quietly(
-            store, req.user_id, read.lease, rec,
-            encode_ranked(ranked, len(rec.artifacts.catalog.ids), catalog),
-            list_ttl_ms(cache_ttl_s, random.random()), own)
-        if flight is not None:
-            flight.land(ranked if stored else None)
-    served = rec.from_ranked(ranked, query, catalog)
-    if served is None:
-        served = rec.recommend(state, query, popular=popular, catalog=catalog)
-    return Served(served, rec.version, False, "miss")
+@dataclass(frozen=True)
+class _Call:
+    """One /recommend request on its way through the store and the pipeline."""
+
+    rec: Recommender
+    store: RedisStore
+    req: Request
+    query: Query
+    render: Render
+    catalog: CatalogView
+    popular: Popularity | None
+    cache_ttl_s: int
+
+    @property
+    def cached(self) -> bool:
+        """The cached list is the social list with seen items excluded."""
+        return self.cache_ttl_s > 0 and self.req.social and self.req.exclude_seen
+
+    @property
+    def plain(self) -> bool:
+        """Nothing filtered: a stored answer of this k and rendering is this request's."""
+        return self.cached and not self.req.exclude and not self.req.categories
+
+    async def serve(self, flight: _Flight | None = None) -> Served:
+        """`flight` (this request leads it) hears of the list it stores."""
+        rec, store, req, query, catalog = self.rec, self.store, self.req, self.query, \
+            self.catalog
+        max_friends = rec.manifest.blend.max_friends
+        try:
+            read = await store.read_user(req.user_id, rec.version, max_friends,
+                                         ranked=self.cached)
+            if read.ranked is not None:
+                hit = self._hit(read.ranked)
+                if hit is not None:
+                    return hit
+                read = await store.read_user(req.user_id, rec.version, max_friends)
+            state, own = await _state(rec, store, req.user_id, read, catalog)
+            if own is not None and (not self.cached or read.lease is None):
+                await _cache_quietly(store, {req.user_id: own}, rec.version)
+        except STORE_ERRORS as exc:
+            log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
+            return Served.of(rec.recommend(UserState(), query, popular=self.popular,
+                                           catalog=catalog), self.render, rec.version, True)
+        if not self.cached:
+            return Served.of(rec.recommend(state, query, social=req.social,
+                                           popular=self.popular, catalog=catalog),
+                             self.render, rec.version, False)
+        ranked = rec.ranked(state, catalog)
+        listed = rec.from_ranked(ranked, query, catalog)
+        served = Served.of(listed if listed is not None else rec.recommend(
+            state, query, popular=self.popular, catalog=catalog),
+            self.render, rec.version, False, "miss")
+        if read.lease is not None:
+            if flight is not None:
+                flight.close()  # before the write is sent (see Flights)
+            rendered = None
+            if listed is not None and self.plain:
+                rendered = Rendered(req.k, self.render.key, served.strategy,
+                                    catalog.generation, served.items_json)
+            # the user's new vector goes with the list, under the same lease: one round trip
+            stored = await _save_ranked_quietly(
+                store, req.user_id, read.lease, rec,
+                encode_entry(rendered, encode_ranked(ranked, len(rec.artifacts.catalog.ids),
+                                                     catalog)),
+                list_ttl_ms(self.cache_ttl_s, random.random()), own)
+            if flight is not None:
+                flight.land(ranked if stored else None)
+        return served
+
+    def _hit(self, raw: bytes) -> Served | None:
+        """The answer from a cached entry: its stored answer when it is this request's and
+        the catalogue has not changed since it was written, else the list filtered now."""
+        rec, catalog = self.rec, self.catalog
+        if self.plain:
+            rendered = rendered_of(raw)
+            if rendered is not None and rendered.k == self.req.k \
+                    and rendered.key == self.render.key \
+                    and rendered.generation == catalog.generation:
+                return Served(rendered.strategy, rendered.items_json, False, rec.version,
+                              False, "hit")
+        ranked = ranked_of(raw, catalog)
+        listed = None if ranked is None else rec.from_ranked(ranked, self.query, catalog)
+        if listed is None:
+            return None
+        return Served.of(listed, self.render, rec.version, False, "hit")
 
 
 async def similar(rec: Recommender, store: RedisStore, req: SimilarRequest,

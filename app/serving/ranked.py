@@ -10,11 +10,18 @@ Layout: uint32 strategy code, item count n, friend engagement count p, friend id
 item count l; int32[n] items (a model index, or −1−j for the j-th live id); float32[n] scores;
 uint16[p] list positions and uint16[p] friend numbers of the engagements; uint8[n] basis
 codes; then the f friend ids and the l live item ids, NUL-separated. About 9 bytes per item.
+
+A stored entry is a `Rendered` answer, then the list: the items of the answer to the request
+that computed the list, as the API wrote them, so that later requests asking the same (the
+same k and rendering, nothing filtered) are answered with those bytes, without decoding,
+filtering and writing the list again. Layout: uint32 answer length a (0: none), uint16 k,
+uint8 rendering key, uint8 strategy code, int64 catalogue generation; a bytes of JSON.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +31,47 @@ from app.serving.pipeline import Ranked, Strategy
 
 STRATEGIES = tuple(Strategy)
 _HEAD = struct.Struct("=5I")
+_RENDERED = struct.Struct("=IHBBq")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An answer's items as JSON, for requests with this k and rendering `key` and no filter.
+    It was written from the catalogue at `generation`, and every catalogue change
+    (availability, titles, categories) moves the generation, so it is the answer a request
+    would write only while the catalogue is still there."""
+
+    k: int
+    key: int
+    strategy: Strategy
+    generation: int
+    items_json: bytes
+
+
+def encode_entry(rendered: Rendered | None, ranked: bytes) -> bytes:
+    if rendered is None:
+        return _RENDERED.pack(0, 0, 0, 0, 0) + ranked
+    return b"".join([_RENDERED.pack(len(rendered.items_json), rendered.k, rendered.key,
+                                    STRATEGIES.index(rendered.strategy), rendered.generation),
+                     rendered.items_json, ranked])
+
+
+def rendered_of(raw: bytes) -> Rendered | None:
+    """The entry's answer (None: none stored, or malformed)."""
+    if len(raw) < _RENDERED.size:
+        return None
+    size, k, key, strategy, generation = _RENDERED.unpack_from(raw)
+    if not size or strategy >= len(STRATEGIES) or len(raw) < _RENDERED.size + size:
+        return None
+    return Rendered(k, key, STRATEGIES[strategy], generation,
+                    raw[_RENDERED.size: _RENDERED.size + size])
+
+
+def ranked_of(raw: bytes, catalog: CatalogView | None) -> Ranked | None:
+    """The entry's list; None when malformed (the caller recomputes)."""
+    if len(raw) < _RENDERED.size:
+        return None
+    return decode_ranked(raw, catalog, _RENDERED.size + _RENDERED.unpack_from(raw)[0])
 
 
 def encode_ranked(ranked: Ranked, base: int, catalog: CatalogView | None) -> bytes:
@@ -47,12 +95,12 @@ def encode_ranked(ranked: Ranked, base: int, catalog: CatalogView | None) -> byt
         "\0".join(names + live_ids).encode()])
 
 
-def decode_ranked(raw: bytes, catalog: CatalogView | None) -> Ranked | None:
-    """None when malformed (the caller recomputes)."""
-    if len(raw) < _HEAD.size:
+def decode_ranked(raw: bytes, catalog: CatalogView | None, start: int = 0) -> Ranked | None:
+    """The list encoded at `start` of `raw`; None when malformed (the caller recomputes)."""
+    if len(raw) < start + _HEAD.size:
         return None
-    strategy, n, p, f, live = _HEAD.unpack_from(raw)
-    at = _HEAD.size
+    strategy, n, p, f, live = _HEAD.unpack_from(raw, start)
+    at = start + _HEAD.size
     end = at + 8 * n + 4 * p + n
     if strategy >= len(STRATEGIES) or len(raw) < end:
         return None

@@ -168,6 +168,53 @@ async def test_an_unavailable_or_withdrawn_item_never_comes_from_the_cache(
         assert after[:18] == before[2:20]
 
 
+async def test_a_stored_answer_is_reused_only_for_its_request_and_catalogue(
+        cached: Settings, uncached: Settings, synth_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer written with the list serves later requests with the same k and rendering
+    and no filter, without filtering the list again; any other request, and any request after
+    a catalogue change (a title here), filters the list now: every answer is the full
+    path's."""
+    user = social_user(synth_dir)
+    filtered = []
+    from_ranked = Recommender.from_ranked
+
+    def counting(self: Recommender, *args: Any, **kwargs: Any) -> Any:
+        filtered.append(1)
+        return from_ranked(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recommender, "from_ranked", counting)
+    quiet = cached.model_copy(update={"reason_friend_ids": False})
+    async with app_client(cached) as client, app_client(uncached) as fresh, \
+            app_client(quiet) as other, \
+            app_client(quiet.model_copy(update={"cache_ttl_s": 0})) as other_fresh:
+        first = await recommend(client, user, k=20, explain=True)
+        filtered.clear()
+        assert await recommend(client, user, k=20, explain=True) == first
+        assert filtered == [], "the stored answer, as it was written"
+        for params in ({"k": 20}, {"k": 19, "explain": True},
+                       {"k": 20, "explain": True, "exclude": ids(first)[3]},
+                       {"k": 20, "explain": True, "category": first["items"][0]["category"]}):
+            assert await recommend(client, user, **params) == \
+                await recommend(fresh, user, **params)
+        assert len(filtered) == 4
+        # another process rendering friends' reasons without their ids
+        assert await recommend(other, user, k=20, explain=True) == \
+            await recommend(other_fresh, user, k=20, explain=True)
+        renamed = ids(first)[0]
+        put = await client.put(f"/items/{renamed}", json={"title": "Renamed"}, headers=CATALOG)
+        assert put.status_code == 200, put.text
+        after = await recommend(client, user, k=20, explain=True)
+        assert after["items"][0]["title"] == "Renamed"
+
+        async def renamed_there() -> bool:  # the other app reads the change within a second
+            body = await recommend(fresh, user, k=20, explain=True)
+            return bool(body["items"][0]["title"] == "Renamed")
+
+        await wait_until(renamed_there)
+        assert after == await recommend(fresh, user, k=20, explain=True)
+
+
 async def test_a_cached_new_product_is_served_by_another_process_until_withdrawn(
         cached: Settings, synth_dir: Path) -> None:
     """A stored list names a live item by id; another process (its own catalogue) serves it

@@ -13,7 +13,14 @@ from app.serving.artifacts import ModelArtifacts
 from app.serving.catalog import CatalogView
 from app.serving.engagements import Engagements
 from app.serving.pipeline import Basis, Query, Ranked, Recommender, Scored, Strategy
-from app.serving.ranked import decode_ranked, encode_ranked
+from app.serving.ranked import (
+    Rendered,
+    decode_ranked,
+    encode_entry,
+    encode_ranked,
+    ranked_of,
+    rendered_of,
+)
 from app.store.catalog import CatalogItem
 
 
@@ -111,3 +118,19 @@ def test_resolved_lists_are_bounded_and_stay_correct_past_the_bound(
             assert back is not None
             assert back.items.tolist() == [3, base + n, base + (n + 1) % 8]
     assert len(catalog._resolved) == 3
+
+
+def test_an_entry_holds_the_written_answer_and_the_list(artifacts_dir: Path) -> None:
+    artifacts = ModelArtifacts.load(artifacts_dir, 1)
+    base = len(artifacts.catalog.ids)
+    catalog = view(artifacts, "new-a")
+    ranked = encode_ranked(live_list(base, 0), base, catalog)
+    answer = Rendered(20, 3, Strategy.PERSONAL_SOCIAL, 7, b'[{"item_id":"x","score":1.0}]')
+    for rendered in (answer, None):
+        raw = encode_entry(rendered, ranked)
+        assert rendered_of(raw) == rendered
+        back = ranked_of(raw, catalog)
+        assert back is not None and back.items.tolist() == [3, base]
+    assert rendered_of(encode_entry(answer, ranked)[:20]) is None
+    assert ranked_of(encode_entry(answer, ranked)[:20], catalog) is None
+    assert ranked_of(b"", catalog) is None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import StateDep
 from app.api.quick import QuickRecommendRoute
-from app.api.render import items_json
+from app.api.render import ItemsJson
 from app.api.schemas import Id, Recommendations
 from app.events import ID_PATTERN
 from app.serving import online
@@ -17,9 +17,6 @@ from app.serving.pipeline import Strategy
 
 # The hot route: plainly spelled requests skip FastAPI's generic handler (app.api.quick).
 router = APIRouter(tags=["recommend"], route_class=QuickRecommendRoute)
-
-PERSONAL = {Strategy.PERSONAL, Strategy.PERSONAL_SOCIAL}
-
 
 def _no_values() -> list[str]:
     # A plain function, not `list`: pydantic inspects the factory's signature on every call,
@@ -51,23 +48,22 @@ async def recommend(
     request = online.Request(user_id=user_id, k=k, exclude_seen=exclude_seen,
                              exclude=tuple(exclude), categories=frozenset(category),
                              social=social)
-    popular = state.popular_for(recommender.version)
     catalog = state.catalog(recommender)
-    served = await online.recommend(recommender, state.store, request, popular, catalog,
-                                    state.settings.cache_ttl_s, state.flights)
-    rec = served.recommendation
+    served = await online.recommend(
+        recommender, state.store, request,
+        ItemsJson(catalog, explain, state.settings.reason_friend_ids), catalog,
+        state.popular_for(recommender.version), state.settings.cache_ttl_s, state.flights)
     metrics = state.metrics
     metrics.child(metrics.list_cache, served.cache).inc()
-    metrics.child(metrics.strategies, rec.strategy.value).inc()
+    metrics.child(metrics.strategies, served.strategy.value).inc()
     if served.degraded:
         metrics.child(metrics.fallbacks, "store_unavailable").inc()
-    elif any(s.popular for s in rec.items) and rec.strategy is not Strategy.POPULAR:
+    elif served.popular_fill and served.strategy is not Strategy.POPULAR:
         metrics.child(metrics.fallbacks, "popular_fill").inc()
     # The `Recommendations` body (response_model: the documented contract, exclude_none),
     # written straight to JSON bytes: building and re-validating pydantic models per item
     # cost more than the rest of the response path.
     body = {"user_id": user_id, "model_version": served.model_version,
-            "strategy": rec.strategy.value, "degraded": served.degraded,
-            "items": items_json(catalog, rec.items, explain, state.settings.reason_friend_ids,
-                                personal=rec.strategy in PERSONAL)}
+            "strategy": served.strategy.value, "degraded": served.degraded,
+            "items": orjson.Fragment(served.items_json)}
     return Response(orjson.dumps(body), media_type="application/json")

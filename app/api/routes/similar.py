@@ -53,6 +53,6 @@ async def similar(
         state.metrics.fallbacks.labels("store_unavailable").inc()
     body = {"item_id": item_id, "model_version": served.model_version,
             "degraded": served.degraded,
-            "items": items_json(catalog, served.items, explain,
-                                state.settings.reason_friend_ids)}
+            "items": orjson.Fragment(items_json(catalog, served.items, explain,
+                                                state.settings.reason_friend_ids))}
     return Response(orjson.dumps(body), media_type="application/json")
