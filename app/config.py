@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     reason_friend_ids: bool = Field(
         True, description="name the friends in friends_engaged reasons; false = only their "
         "number (friend_count), for shops that show reasons to end users")
+    opentelemetry: bool = Field(
+        False, description="FastAPI's native OpenTelemetry spans, metrics and logs, sent to the "
+        "providers an OpenTelemetry SDK set up in the process (docs/OPERATIONS.md); false = "
+        "none: without an SDK there is nothing to send them to, and looking for its providers "
+        "costs every request")
     ui: bool = Field(True, description="serve the inspector page at /ui (it uses only the public "
                      "API); false = no /ui routes")
     event_weights: dict[str, float] | None = Field(

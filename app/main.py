@@ -52,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          lifespan=_lifespan(settings, metrics),
                          description="Social recommendations: your taste, blended with your "
                                      "friends'.",
-                         swagger_ui_parameters={"validatorUrl": None})
+                         swagger_ui_parameters={"validatorUrl": None},
+                         telemetry={"tracing": settings.opentelemetry,
+                                    "metrics": settings.opentelemetry,
+                                    "logs": settings.opentelemetry})
     for module in (recommend, similar, events, users, items, ops):
         app.include_router(module.router)
     if settings.admin_token is not None:

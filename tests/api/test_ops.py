@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import httpx
+import pytest
+from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import DEFAULT_EVENT_WEIGHTS, Settings
@@ -15,6 +17,25 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["model_version"].startswith("m-")
+
+
+@pytest.mark.parametrize("on", [False, True])
+async def test_opentelemetry_providers_are_looked_up_only_when_asked_for(
+        settings: Settings, on: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off by default: FastAPI looks for an OpenTelemetry SDK's providers on every request
+    unless told not to, and without an SDK that is work for nothing."""
+    looked = []
+    lookup = trace.get_tracer_provider
+
+    def counting() -> trace.TracerProvider:
+        looked.append(1)
+        return lookup()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting)
+    async with app_client(settings.model_copy(update={"opentelemetry": on})) as client:
+        looked.clear()
+        assert (await client.get("/healthz")).status_code == 200
+    assert bool(looked) is on
 
 
 async def test_metrics_are_prometheus_text_labelled_by_route_template(
