@@ -71,6 +71,7 @@ from app.offline.model import (
     FoldInEncoder,
     encode_all,
     export_onnx,
+    fewest_cg_steps,
     fit_als,
     popularity_feature,
 )
@@ -110,7 +111,11 @@ class TrainConfig:
     min_als_gain: float = 0.002  # relative NDCG@20 gain an evaluation must bring to count
     als_validation_users: int = 2000  # seeded sample of the validation users scoring ALS
     cg_steps: int = 3  # CG steps per ALS half-iteration
-    encoder_cg_steps: int = 12  # CG steps of the fold-in inside the ONNX encoder
+    # CG steps of the fold-in inside the ONNX encoder: the fewest up to `encoder_cg_steps`
+    # whose vectors of a sample of the training users are within `encoder_tolerance` of it
+    encoder_cg_steps: int = 12
+    encoder_tolerance: float = 1e-4
+    encoder_check_users: int = 2000
     epochs: int = 60  # Adam steps fitting each history band's weights
     lr: float = 0.05
     seed: int = 7
@@ -780,11 +785,16 @@ def _train(data_dir: Path, out_dir: Path, cfg: TrainConfig, progress: bool,
                                      cfg.seed, cfg.cg_steps, tick, cfg.threads)
             encoder = FoldInEncoder(item_f, cfg.regularization, cfg.alpha, scale,
                                     cfg.encoder_cg_steps)
+    with clock("encoder"):
+        check = _sample(list(range(len(data.histories))), cfg.encoder_check_users, cfg.seed)
+        encoder.cg_steps, gap = fewest_cg_steps(
+            encoder, [data.histories[u] for u in check], cfg.max_history, cfg.encoder_tolerance)
+    metrics["encoder_fold_in_gap"] = gap
     info: dict[str, float | int | str] = {
         "architecture": "als-foldin", "factors": cfg.dim, "regularization": cfg.regularization,
         "alpha": cfg.alpha, "weight_scale": scale, "iterations": fitted.iterations,
         "iteration_budget": cfg.iterations,
-        "encoder_cg_steps": cfg.encoder_cg_steps, "seed": cfg.seed,
+        "encoder_cg_steps": encoder.cg_steps, "seed": cfg.seed,
         "refit_full": int(cfg.refit_full), "engine": cfg.engine}
     counts = item_counts(data.histories, data.n_items) if cfg.refit_full else counts_kept
     metrics["train_seconds"] = time.perf_counter() - started

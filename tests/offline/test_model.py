@@ -15,6 +15,7 @@ from app.offline.model import (  # noqa: E402
     BandScorer,
     FoldInEncoder,
     export_onnx,
+    fewest_cg_steps,
     fit_als,
     pad_histories,
     popularity_feature,
@@ -151,3 +152,29 @@ def test_export_is_self_contained(encoder: FoldInEncoder, tmp_path: Path) -> Non
 
     model = onnx.load(str(path))
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+
+
+@pytest.mark.parametrize("lengths, most", [([1] * 20, 2), ([5] * 20, 6), ([0, 3, 17, 50], 12)])
+def test_the_fewest_cg_steps_fold_in_as_the_full_count_does(
+        encoder: FoldInEncoder, lengths: list[int], most: int) -> None:
+    """PCG from the exact inverse of the constant part converges in at most (history length
+    + 1) steps: one-item histories need at most 2, five-item ones at most 6; the count chosen
+    is the fewest within the tolerance, and its vectors are the exact fold-in's."""
+    histories = _histories(np.random.default_rng(len(lengths)), lengths)
+    steps, gap = fewest_cg_steps(encoder, histories, 50, 1e-4)
+    assert steps <= most and gap <= 1e-4
+    ids, weights = pad_histories(histories, 50)
+
+    def fold_in(n: int) -> np.ndarray:
+        with torch.no_grad():
+            return FoldInEncoder(encoder.factors, REG, ALPHA, weight_scale=SCALE,
+                                 cg_steps=n)(ids, weights).numpy()[:, :-1]
+
+    full, got = fold_in(12), fold_in(steps)
+    if steps > 1:  # one step fewer is out of tolerance for some user
+        gaps = np.linalg.norm(fold_in(steps - 1) - full, axis=1) / np.maximum(
+            np.linalg.norm(full, axis=1), 1e-20)
+        assert gaps.max() > 1e-4
+    for row, history in enumerate(histories):
+        np.testing.assert_allclose(got[row], _exact(encoder, history), rtol=1e-3,
+                                   atol=1e-5)
