@@ -113,7 +113,10 @@ def decode_ranked(raw: bytes, catalog: CatalogView | None, start: int = 0) -> Ra
     words = raw[end:].split(b"\0", f) if f + live else []
     if len(words) != f + (live > 0):
         return None
-    names = [w.decode() for w in words[:f]]
+    try:
+        names = [w.decode() for w in words[:f]]
+    except UnicodeDecodeError:
+        return None
     if p and (int(who.max()) >= f or np.any(np.diff(where) < 0)):
         return None
     if live:

@@ -100,7 +100,7 @@ class Keys:
         return f"{self.prefix}:{{{tag}}}:ev:{user_id}"
 
     def ranked(self, user_id: str) -> str:
-        """STRING, expiring: the user's ranked list (model version + 0x02 + the list,
+        """STRING, expiring: the user's ranked list (model version + the format byte + the list,
         app.serving.ranked) or, while one request computes it, a lease (0x00 + a token). Every
         event of the user deletes it (app.store.scripts APPLY_EVENT)."""
         return f"{self.prefix}:{{u:{user_id}}}:list"

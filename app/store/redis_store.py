@@ -277,7 +277,10 @@ def decode_states(raws: Sequence[bytes | None], version: str) -> CachedVectors:
 NO_ENTRIES = decode_states([], "")
 
 # After the model version: a ranked list's tag (app.store.keys `ranked`).
-_RANKED = b"\x02"
+# The list entry's format (app.serving.ranked), changed whenever the format does: a process of
+# another release, sharing the Redis in a rolling deploy, reads an entry of another format as
+# no entry (a miss) instead of decoding it wrongly.
+_RANKED = b"\x03"
 # How long a lease on computing a user's list holds: far longer than a computation takes; a
 # request that read a lease computes the list too, without storing it.
 RANKED_LEASE_MS = 5000

@@ -188,7 +188,7 @@ return generation
 # The read of /recommend and the other per-user routes: one round trip on a single Redis.
 READ_USER = """
 -- KEYS: ranked list, history, friends, vector, seen (the user's slot)
--- ARGV: list tag (model version + 0x02; '' = no list cache), lease token, lease ms,
+-- ARGV: list tag (model version + the format byte; '' = no list cache), lease token, lease ms,
 --       max friends, vector key head and tail ('' = friends' vectors not read: on a cluster
 --       they live in other slots)
 -- returns {1, list} on a hit; else {0, lease taken (0/1), history (flat), the strongest friends

@@ -14,6 +14,7 @@ import redis
 
 from app.config import Settings
 from app.serving.pipeline import Recommender
+from app.serving.ranked import rendered_of
 from app.store.redis_store import RedisStore
 from tests.conftest import app_client
 from tests.support import data
@@ -213,6 +214,30 @@ async def test_a_stored_answer_is_reused_only_for_its_request_and_catalogue(
 
         await wait_until(renamed_there)
         assert after == await recommend(fresh, user, k=20, explain=True)
+
+
+async def test_an_entry_of_another_release_is_a_miss_not_an_error(
+        cached: Settings, uncached: Settings, synth_dir: Path) -> None:
+    """Processes of two releases may share the Redis (a rolling deploy): an entry written in
+    another format is computed again, as the full path computes it, never an error."""
+    user = social_user(synth_dir)
+    async with app_client(cached) as client, app_client(uncached) as fresh:
+        first = await recommend(client, user, k=20)
+        (key,) = list_keys(cached)
+        store = redis.Redis.from_url(cached.redis_url)
+        try:
+            version = first["model_version"].encode()
+            entry = (store.get(key) or b"")[len(version) + 1:]
+            answer = rendered_of(entry)
+            assert answer is not None
+            # the previous release's entry: the list alone; and bytes nobody can read
+            alone = entry[entry.index(answer.items_json) + len(answer.items_json):]
+            for older in (alone, b"\xff" * 64):
+                store.set(key, version + b"\x02" + older, px=60_000)
+                assert await recommend(client, user, k=20) == \
+                    await recommend(fresh, user, k=20)
+        finally:
+            store.close()
 
 
 async def test_a_cached_new_product_is_served_by_another_process_until_withdrawn(

@@ -134,3 +134,14 @@ def test_an_entry_holds_the_written_answer_and_the_list(artifacts_dir: Path) -> 
     assert rendered_of(encode_entry(answer, ranked)[:20]) is None
     assert ranked_of(encode_entry(answer, ranked)[:20], catalog) is None
     assert ranked_of(b"", catalog) is None
+
+
+def test_a_list_whose_friend_names_are_not_text_reads_as_nothing(artifacts_dir: Path) -> None:
+    artifacts = ModelArtifacts.load(artifacts_dir, 1)
+    base = len(artifacts.catalog.ids)
+    ranked = Ranked(Strategy.PERSONAL_SOCIAL, np.asarray([3], np.int64),
+                    np.asarray([0.5], np.float32), np.asarray([1], np.uint8),
+                    Engagements.of({0: ("f1",)}))
+    raw = encode_ranked(ranked, base, None)
+    assert raw.endswith(b"f1")
+    assert decode_ranked(raw[:-2] + b"\xff\xfe", None) is None
