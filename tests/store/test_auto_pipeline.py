@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -32,15 +31,9 @@ USERS = [f"u{n}" for n in range(40)]
 
 
 @pytest.fixture
-def settings(redis_url: str, key_prefix: str) -> Settings:
+def store_settings(redis_url: str, key_prefix: str) -> Settings:
+    """A single Redis only (the conftest's `store` uses it): on a cluster every call goes alone."""
     return Settings(redis_url=redis_url, key_prefix=key_prefix)
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[RedisStore]:
-    s = RedisStore(connect(settings), settings)
-    yield s
-    await s.close()
 
 
 class Sent:
@@ -152,9 +145,9 @@ async def test_a_burst_is_split_into_bounded_pipelines(
 
 
 async def test_a_failing_call_fails_only_its_caller(
-        store: RedisStore, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: RedisStore, store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     await users_with_friends(store)
-    sync = redis.Redis.from_url(settings.redis_url)
+    sync = redis.Redis.from_url(store_settings.redis_url)
     sync.rpush(store.keys.history("broken"), "not a hash")  # WRONGTYPE for the user read
     sync.close()
     sent = Sent(store.client, monkeypatch)
@@ -220,8 +213,8 @@ async def test_closing_the_store_answers_the_calls_queued_first(store: RedisStor
 
 
 async def test_an_unreachable_redis_fails_every_call_of_the_batch(
-        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    down = store_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     store = RedisStore(connect(down), down)
     sent = Sent(store.client, monkeypatch)
     failed = await asyncio.gather(*(store.read_user(u, "v1", FRIENDS) for u in USERS[:4]),
