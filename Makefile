@@ -24,8 +24,9 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 run: $(STAMP_SERVICE)
 	$(BIN)/python -m app.tools.run_demo
 
+# One pytest worker per CPU, each test file on one worker (its module fixtures built once).
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check app tests bench
