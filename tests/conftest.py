@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,15 @@ from app.tools.local_redis import LocalRedis, LocalRedisCluster, answers
 from tests.support.auth import ADMIN_TOKEN
 
 SYNTH = {"n_users": 300, "n_items": 400, "seed": 3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse two tests with one node id: pytest-xdist schedules by node id, so it would run
+    only one of them and report the others as nothing at all."""
+    ids = Counter(item.nodeid for item in items)
+    twice = sorted(nodeid for nodeid, n in ids.items() if n > 1)
+    if twice:
+        raise pytest.UsageError(f"tests share a node id (xdist would run one): {twice}")
 
 
 @pytest.fixture(scope="session")
