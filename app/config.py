@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         "Redis: the user's own events and follows drop it at once, friends' behaviour reaches "
         "it within this (each list lives a random 80-100 % of it, so lists computed together do "
         "not expire together); 0 = no list cache (every request computes; docs/OPERATIONS.md)")
+    recommend_concurrency: int = Field(
+        32, ge=1, le=4096, description="GET /recommend requests one process works on at once; "
+        "later ones wait their turn in arrival order. Under overload this keeps the time "
+        "between a computed list's read and its write short, so the users' own events do not "
+        "void the lists being computed and the cache hit rate holds (docs/OPERATIONS.md)")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
     reason_friend_ids: bool = Field(

@@ -93,7 +93,8 @@ def _lifespan(settings: Settings,
             settings, settings.catalog_write_timeout_s, WRITE_CONNECTIONS)))
         models.prepare = catalogue.prepare  # a model swaps in with its live catalogue built
         state = AppState(settings=settings, store=store, models=models, metrics=metrics,
-                         catalogue=catalogue)
+                         catalogue=catalogue,
+                         turns=asyncio.Semaphore(settings.recommend_concurrency))
         app.state.socialrec = state
         await _warn_of_eviction(store, settings.redis_timeout_s * 2)
         await _read_catalogue(state)

@@ -46,6 +46,10 @@ class Metrics:
                                   "from a list this process was computing), miss (computed and "
                                   "stored) or off (not asked: TTL 0, social=false "
                                   "or exclude_seen=false)", ["result"], registry=r)
+        self.recommend_waiting = Gauge(
+            "socialrec_recommend_waiting", "GET /recommend requests waiting for a turn "
+            "(SOCIALREC_RECOMMEND_CONCURRENCY are worked on at once)", registry=r,
+            multiprocess_mode="livesum")
         self.fallbacks = Counter("socialrec_fallback_total", "degraded or filled answers",
                                  ["reason"], registry=r)
         # A gauge, not an Info: Info has no multiprocess mode. 1 for the version served, 0 for

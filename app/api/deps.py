@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -28,8 +31,24 @@ class AppState:
     models: ModelHolder
     metrics: Metrics
     catalogue: Catalogue
+    turns: asyncio.Semaphore  # SOCIALREC_RECOMMEND_CONCURRENCY (`turn`)
     live_popular: tuple[str, Popularity] | None = None  # (model version, live order)
     flights: Flights = field(default_factory=Flights)  # lists being computed, for joiners
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One of the SOCIALREC_RECOMMEND_CONCURRENCY /recommend requests worked on at once,
+        after those that came first. Without a bound, an overloaded process starts every
+        request it accepted: each computed list then waits behind hundreds of others between
+        its read and its write, the user's events in that window void it (app.serving.online,
+        Flights), fewer lists are stored, more requests compute — a slowdown that feeds on
+        itself (docs/BENCHMARKS.md, the list cache's open loop)."""
+        with self.metrics.recommend_waiting.track_inprogress():
+            await self.turns.acquire()
+        try:
+            yield
+        finally:
+            self.turns.release()
 
     def catalog(self, model: Recommender) -> CatalogView:
         """The live catalogue as `model` serves it (availability filter, side index)."""

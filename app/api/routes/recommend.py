@@ -49,10 +49,11 @@ async def recommend(
                              exclude=tuple(exclude), categories=frozenset(category),
                              social=social)
     catalog = state.catalog(recommender)
-    served = await online.recommend(
-        recommender, state.store, request,
-        ItemsJson(catalog, explain, state.settings.reason_friend_ids), catalog,
-        state.popular_for(recommender.version), state.settings.cache_ttl_s, state.flights)
+    async with state.turn():
+        served = await online.recommend(
+            recommender, state.store, request,
+            ItemsJson(catalog, explain, state.settings.reason_friend_ids), catalog,
+            state.popular_for(recommender.version), state.settings.cache_ttl_s, state.flights)
     metrics = state.metrics
     metrics.child(metrics.list_cache, served.cache).inc()
     metrics.child(metrics.strategies, served.strategy.value).inc()

@@ -1,0 +1,69 @@
+"""SOCIALREC_RECOMMEND_CONCURRENCY: a process works on at most that many GET /recommend
+requests at once; the others wait their turn (counted in socialrec_recommend_waiting) and are
+all answered."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import Settings
+from app.serving import online
+from tests.conftest import app_client
+from tests.support import data
+
+REQUESTS = 5
+
+
+async def waiting(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    found = re.search(r"^socialrec_recommend_waiting (\S+)$", text, re.MULTILINE)
+    assert found is not None
+    return float(found.group(1))
+
+
+async def until(check: Any, what: str) -> None:
+    for _ in range(500):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+@pytest.mark.parametrize("limit", [1, REQUESTS])
+async def test_requests_past_the_limit_wait_their_turn_and_are_all_answered(
+        loaded: Settings, synth_dir: Path, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    users = sorted(data.histories(synth_dir))[:REQUESTS]
+    real = online.recommend
+    release = asyncio.Event()
+    inside = most = 0
+
+    async def held(*args: Any, **kwargs: Any) -> online.Served:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        try:
+            await release.wait()
+            return await real(*args, **kwargs)
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(online, "recommend", held)
+    async with app_client(loaded.model_copy(update={"recommend_concurrency": limit})) as client:
+        sent = [asyncio.create_task(client.get(f"/recommend/{u}")) for u in users]
+
+        async def settled() -> bool:
+            return inside == limit and await waiting(client) == REQUESTS - limit
+
+        await until(settled, f"{limit} inside, the others waiting")
+        release.set()
+        answers = await asyncio.gather(*sent)
+        assert [a.status_code for a in answers] == [200] * REQUESTS
+        assert [a.json()["user_id"] for a in answers] == users
+        assert most == limit
+        assert await waiting(client) == 0
