@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         "later ones wait their turn in arrival order. Under overload this keeps the time "
         "between a computed list's read and its write short, so the users' own events do not "
         "void the lists being computed and the cache hit rate holds (docs/OPERATIONS.md)")
+    recommend_wait_s: float = Field(
+        1.0, ge=0, le=60, description="longest a GET /recommend request waits for its turn; "
+        "past it the answer is the popularity list, marked degraded (socialrec_fallback_total "
+        "reason overloaded), so an overloaded process answers at once instead of queueing "
+        "without bound; 0 = wait as long as it takes")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     onnx_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
     reason_friend_ids: bool = Field(

@@ -36,17 +36,30 @@ class AppState:
     flights: Flights = field(default_factory=Flights)  # lists being computed, for joiners
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
+    async def turn(self) -> AsyncIterator[bool]:
         """One of the SOCIALREC_RECOMMEND_CONCURRENCY /recommend requests worked on at once,
-        after those that came first. Without a bound, an overloaded process starts every
-        request it accepted: each computed list then waits behind hundreds of others between
-        its read and its write, the user's events in that window void it (app.serving.online,
-        Flights), fewer lists are stored, more requests compute — a slowdown that feeds on
-        itself (docs/BENCHMARKS.md, the list cache's open loop)."""
-        with self.metrics.recommend_waiting.track_inprogress():
-            await self.turns.acquire()
+        after those that came first; False when none came within SOCIALREC_RECOMMEND_WAIT_S
+        (the caller answers without the user's state). Without a bound, an overloaded process
+        starts every request it accepted: each computed list then waits behind hundreds of
+        others between its read and its write, the user's events in that window void it
+        (app.serving.online, Flights), fewer lists are stored, more requests compute — a
+        slowdown that feeds on itself (docs/BENCHMARKS.md, the list cache's open loop).
+        Without the deadline, a sustained overload would queue requests without bound."""
+        admitted = True
+        if self.turns.locked():
+            with self.metrics.recommend_waiting.track_inprogress():
+                try:
+                    async with asyncio.timeout(self.settings.recommend_wait_s or None):
+                        await self.turns.acquire()
+                except TimeoutError:
+                    admitted = False
+        else:
+            await self.turns.acquire()  # a free turn: taken without waiting
+        if not admitted:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             self.turns.release()
 

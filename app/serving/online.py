@@ -163,9 +163,7 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request, render: R
     k). The user's own events delete the list (app.store.scripts), so only friends' behaviour
     waits for the TTL. `flights`: this process's lists being computed, shared by concurrent
     requests for one user (`Flights`)."""
-    query = Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
-                  exclude=np.fromiter((n for i in req.exclude
-                                       if (n := catalog.lookup(i)) is not None), np.int64))
+    query = _query(req, catalog)
     call = _Call(rec, store, req, query, render, catalog, popular, cache_ttl_s)
     if not call.cached or flights is None:
         return await call.serve()
@@ -186,6 +184,26 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request, render: R
         return await call.serve(flight)
     finally:
         flight.land(None)
+
+
+def without_user(rec: Recommender, req: Request, render: Render, catalog: CatalogView,
+                 popular: Popularity | None = None) -> Served:
+    """The answer to `req` without reading the user's state: popularity, filtered by the
+    request's `exclude` and categories, marked degraded (the caller could not afford a
+    read)."""
+    return _popular(rec, _query(req, catalog), render, catalog, popular)
+
+
+def _popular(rec: Recommender, query: Query, render: Render, catalog: CatalogView,
+             popular: Popularity | None) -> Served:
+    return Served.of(rec.recommend(UserState(), query, popular=popular, catalog=catalog),
+                     render, rec.version, True)
+
+
+def _query(req: Request, catalog: CatalogView) -> Query:
+    return Query(k=req.k, exclude_seen=req.exclude_seen, categories=req.categories,
+                 exclude=np.fromiter((n for i in req.exclude
+                                      if (n := catalog.lookup(i)) is not None), np.int64))
 
 
 class _Flight:
@@ -249,8 +267,7 @@ class _Call:
                 await _cache_quietly(store, {req.user_id: own}, rec.version)
         except STORE_ERRORS as exc:
             log.warning("store unavailable, serving popularity: %s", type(exc).__name__)
-            return Served.of(rec.recommend(UserState(), query, popular=self.popular,
-                                           catalog=catalog), self.render, rec.version, True)
+            return _popular(rec, query, self.render, catalog, self.popular)
         if not self.cached:
             return Served.of(rec.recommend(state, query, social=req.social,
                                            popular=self.popular, catalog=catalog),

@@ -67,3 +67,40 @@ async def test_requests_past_the_limit_wait_their_turn_and_are_all_answered(
         assert [a.json()["user_id"] for a in answers] == users
         assert most == limit
         assert await waiting(client) == 0
+
+
+async def test_a_request_that_waits_past_the_deadline_gets_the_degraded_popular_list(
+        loaded: Settings, synth_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = sorted(data.histories(synth_dir))[:2]
+    real = online.recommend
+    release = asyncio.Event()
+    inside = 0
+
+    async def held(*args: Any, **kwargs: Any) -> online.Served:
+        nonlocal inside
+        inside += 1
+        await release.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(online, "recommend", held)
+    settings = loaded.model_copy(update={"recommend_concurrency": 1, "recommend_wait_s": 0.05})
+    async with app_client(settings) as client:
+        busy = asyncio.create_task(client.get(f"/recommend/{first}"))
+
+        async def entered() -> bool:
+            return inside == 1
+
+        await until(entered, "the first request inside")
+        # bounded: without the deadline this request would wait for the first one for ever
+        shed = await asyncio.wait_for(client.get(f"/recommend/{second}", params={"k": 5}), 10)
+        assert shed.status_code == 200
+        body = shed.json()
+        assert body["degraded"] is True and body["strategy"] == "popular"
+        assert len(body["items"]) == 5
+        assert await waiting(client) == 0
+        assert 'socialrec_fallback_total{reason="overloaded"} 1.0' in \
+            (await client.get("/metrics")).text
+        release.set()
+        answered = (await busy).json()
+        assert answered["degraded"] is False and answered["strategy"] != "popular"
+        assert inside == 1  # the shed request never reached the pipeline

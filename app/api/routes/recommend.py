@@ -49,16 +49,19 @@ async def recommend(
                              exclude=tuple(exclude), categories=frozenset(category),
                              social=social)
     catalog = state.catalog(recommender)
-    async with state.turn():
+    render = ItemsJson(catalog, explain, state.settings.reason_friend_ids)
+    popular = state.popular_for(recommender.version)
+    async with state.turn() as admitted:
         served = await online.recommend(
-            recommender, state.store, request,
-            ItemsJson(catalog, explain, state.settings.reason_friend_ids), catalog,
-            state.popular_for(recommender.version), state.settings.cache_ttl_s, state.flights)
+            recommender, state.store, request, render, catalog, popular,
+            state.settings.cache_ttl_s, state.flights) if admitted else \
+            online.without_user(recommender, request, render, catalog, popular)
     metrics = state.metrics
     metrics.child(metrics.list_cache, served.cache).inc()
     metrics.child(metrics.strategies, served.strategy.value).inc()
     if served.degraded:
-        metrics.child(metrics.fallbacks, "store_unavailable").inc()
+        metrics.child(metrics.fallbacks,
+                      "store_unavailable" if admitted else "overloaded").inc()
     elif served.popular_fill and served.strategy is not Strategy.POPULAR:
         metrics.child(metrics.fallbacks, "popular_fill").inc()
     # The `Recommendations` body (response_model: the documented contract, exclude_none),

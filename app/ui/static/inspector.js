@@ -137,7 +137,7 @@ function renderSummary(user, social, own) {
   );
   if (social.degraded) {
     box.append(el("span", "pill degraded",
-      "degraded: the store did not answer, lists come from popularity"));
+      "degraded: the store did not answer or the service was overloaded; lists come from popularity"));
   }
   box.dataset.degraded = String(social.degraded);
 }
