@@ -16,7 +16,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.serving.catalog import Catalogue, CatalogView
 from app.serving.holder import ModelHolder
-from app.serving.online import Flights
+from app.serving.online import Flights, Unread
 from app.serving.pipeline import Recommender
 from app.serving.popular import Popularity
 from app.store.redis_store import RedisStore
@@ -34,6 +34,7 @@ class AppState:
     turns: asyncio.Semaphore  # SOCIALREC_RECOMMEND_CONCURRENCY (`turn`)
     live_popular: tuple[str, Popularity] | None = None  # (model version, live order)
     flights: Flights = field(default_factory=Flights)  # lists being computed, for joiners
+    unread: Unread = field(default_factory=Unread)  # answers written without a user's state
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[bool]:

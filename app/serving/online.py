@@ -186,12 +186,36 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request, render: R
         flight.land(None)
 
 
+@dataclass
+class Unread:
+    """The answers `without_user` wrote for requests without `exclude` or categories, by k and
+    rendering key: the same for every user while the model, the catalogue generation and the
+    popularity order stay, so a process shedding load writes each once instead of spending
+    on every shed request what it sheds them to save."""
+
+    answers: dict[tuple[int, int], Served] = field(default_factory=dict)
+    basis: tuple[str, int, Popularity | None] | None = None  # (model, generation, order)
+
+
 def without_user(rec: Recommender, req: Request, render: Render, catalog: CatalogView,
-                 popular: Popularity | None = None) -> Served:
+                 popular: Popularity | None = None, unread: Unread | None = None) -> Served:
     """The answer to `req` without reading the user's state: popularity, filtered by the
     request's `exclude` and categories, marked degraded (the caller could not afford a
     read)."""
-    return _popular(rec, _query(req, catalog), render, catalog, popular)
+    if unread is None or req.exclude or req.categories:
+        return _popular(rec, _query(req, catalog), render, catalog, popular)
+    basis = (rec.version, catalog.generation, popular)
+    old = unread.basis
+    # `is` for the order: a new one is a new object (the refresh), equal or not
+    if old is None or old[:2] != basis[:2] or old[2] is not popular:
+        unread.answers.clear()
+        unread.basis = basis
+    key = (req.k, render.key)
+    served = unread.answers.get(key)
+    if served is None:
+        served = unread.answers[key] = _popular(rec, _query(req, catalog), render, catalog,
+                                                popular)
+    return served
 
 
 def _popular(rec: Recommender, query: Query, render: Render, catalog: CatalogView,

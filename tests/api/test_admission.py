@@ -16,6 +16,7 @@ from app.config import Settings
 from app.serving import online
 from tests.conftest import app_client
 from tests.support import data
+from tests.support.auth import CATALOG, CATALOG_TOKEN
 
 REQUESTS = 5
 
@@ -104,3 +105,38 @@ async def test_a_request_that_waits_past_the_deadline_gets_the_degraded_popular_
         answered = (await busy).json()
         assert answered["degraded"] is False and answered["strategy"] != "popular"
         assert inside == 1  # the shed request never reached the pipeline
+
+
+async def test_shed_answers_follow_the_catalogue(loaded: Settings, synth_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shed answers are written once per k and rendering, and written again when the
+    catalogue changes: a withdrawn item leaves them at once."""
+    first, second = sorted(data.histories(synth_dir))[:2]
+    real = online.recommend
+    release = asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> online.Served:
+        await release.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(online, "recommend", held)
+    settings = loaded.model_copy(update={"recommend_concurrency": 1, "recommend_wait_s": 0.02,
+                                         "catalog_token": CATALOG_TOKEN})
+    async with app_client(settings) as client:
+        busy = asyncio.create_task(client.get(f"/recommend/{first}"))
+
+        async def shed(**params: Any) -> list[str]:
+            body = (await asyncio.wait_for(client.get(f"/recommend/{second}", params=params),
+                                           10)).json()
+            assert body["degraded"] is True
+            return [i["item_id"] for i in body["items"]]
+
+        before = await shed(k=5)
+        assert await shed(k=5) == before
+        assert len(await shed(k=8)) == 8
+        put = await client.put(f"/items/{before[0]}", json={"available": False}, headers=CATALOG)
+        assert put.status_code == 200
+        after = await shed(k=5)
+        assert before[0] not in after and after[:4] == before[1:]
+        release.set()
+        await busy

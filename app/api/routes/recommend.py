@@ -55,7 +55,7 @@ async def recommend(
         served = await online.recommend(
             recommender, state.store, request, render, catalog, popular,
             state.settings.cache_ttl_s, state.flights) if admitted else \
-            online.without_user(recommender, request, render, catalog, popular)
+            online.without_user(recommender, request, render, catalog, popular, state.unread)
     metrics = state.metrics
     metrics.child(metrics.list_cache, served.cache).inc()
     metrics.child(metrics.strategies, served.strategy.value).inc()
