@@ -190,19 +190,19 @@ async def recommend(rec: Recommender, store: RedisStore, req: Request, render: R
 class Unread:
     """The answers `without_user` wrote for requests without `exclude` or categories, by k and
     rendering key: the same for every user while the model, the catalogue generation and the
-    popularity order stay, so a process shedding load writes each once instead of spending
-    on every shed request what it sheds them to save."""
+    popularity order stay, so a process shedding load builds and writes each list once and a
+    shed request costs little more than its HTTP exchange."""
 
     answers: dict[tuple[int, int], Served] = field(default_factory=dict)
     basis: tuple[str, int, Popularity | None] | None = None  # (model, generation, order)
 
 
 def without_user(rec: Recommender, req: Request, render: Render, catalog: CatalogView,
-                 popular: Popularity | None = None, unread: Unread | None = None) -> Served:
+                 popular: Popularity | None, unread: Unread) -> Served:
     """The answer to `req` without reading the user's state: popularity, filtered by the
     request's `exclude` and categories, marked degraded (the caller could not afford a
     read)."""
-    if unread is None or req.exclude or req.categories:
+    if req.exclude or req.categories:
         return _popular(rec, _query(req, catalog), render, catalog, popular)
     basis = (rec.version, catalog.generation, popular)
     old = unread.basis
