@@ -7,20 +7,18 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 
 from app.config import Settings
-from app.main import create_app
 from app.offline.load import load_into_redis
 from app.offline.synth import write_synthetic_dataset
 from app.tools.local_redis import LocalRedis, LocalRedisCluster, answers
 from tests.support.auth import ADMIN_TOKEN
+from tests.support.client import app_client
 
 SYNTH = {"n_users": 300, "n_items": 400, "seed": 3}
 
@@ -98,15 +96,6 @@ def loaded(settings: Settings, synth_dir: Path) -> Settings:
     """Settings whose Redis prefix holds the synthetic users' histories and friends."""
     load_into_redis(settings.artifacts, synth_dir, settings=settings, progress=False)
     return settings
-
-
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.main import StartupError
 from app.tools.local_redis import free_port
-from tests.conftest import ADMIN_TOKEN, app_client
+from tests.support.auth import ADMIN_TOKEN
+from tests.support.client import app_client
 from tests.support.models import replace_folder
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -14,9 +14,9 @@ import pytest
 
 from app.config import Settings
 from app.serving import online
-from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import CATALOG, CATALOG_TOKEN
+from tests.support.client import app_client
 
 REQUESTS = 5
 

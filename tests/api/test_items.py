@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from app.config import Settings
-from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN, CATALOG, CATALOG_TOKEN
+from tests.support.client import app_client
 from tests.support.lists import ids, recommend
 from tests.support.models import replace_folder
 

@@ -16,9 +16,9 @@ from app.config import Settings
 from app.serving.pipeline import Recommender
 from app.serving.ranked import rendered_of
 from app.store.redis_store import RedisStore
-from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN, CATALOG, CATALOG_TOKEN
+from tests.support.client import app_client
 from tests.support.lists import ids, recommend
 from tests.support.models import replace_folder
 from tests.support.redis_scan import holders

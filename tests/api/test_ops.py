@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import DEFAULT_EVENT_WEIGHTS, Settings
 from app.tools.local_redis import free_port
-from tests.conftest import app_client
+from tests.support.client import app_client
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from app.config import Settings
-from tests.conftest import app_client
 from tests.support import data
+from tests.support.client import app_client
 from tests.support.lists import ids, recommend
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from app.config import Settings
 from app.tools.local_redis import free_port
-from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import CATALOG, CATALOG_TOKEN
+from tests.support.client import app_client
 from tests.support.lists import ids, similar
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 
 from app.config import Settings
-from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN
+from tests.support.client import app_client
 
 ASSETS = {"inspector.js": "text/javascript", "inspector.css": "text/css"}
 

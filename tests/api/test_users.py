@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from app.config import Settings
-from tests.conftest import app_client
 from tests.support.auth import ADMIN
+from tests.support.client import app_client
 
 WRONG = {"Authorization": "Bearer not-the-admin-token-at-all"}
 

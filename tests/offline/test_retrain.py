@@ -34,7 +34,8 @@ from app.offline.retrain import (
 from app.serving.artifacts import read_manifest
 from app.store.bulk import last_reload
 from app.store.keys import Keys
-from tests.conftest import ADMIN_TOKEN, app_client
+from tests.support.auth import ADMIN_TOKEN
+from tests.support.client import app_client
 from tests.support.data import scramble_items, split_by_time
 from tests.support.models import FAST, train_flags
 

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.tools.local_redis import free_port
-from tests.conftest import ADMIN_TOKEN, app_client
+from tests.support.auth import ADMIN_TOKEN
+from tests.support.client import app_client
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "docker/monitoring"

@@ -10,7 +10,7 @@ import logging
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
+from tests.support.auth import ADMIN_TOKEN
 
 
 @pytest.fixture

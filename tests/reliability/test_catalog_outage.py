@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.tools.local_redis import LocalRedis
-from tests.conftest import app_client
 from tests.support.auth import CATALOG, CATALOG_TOKEN
+from tests.support.client import app_client
 
 
 async def test_degraded_answers_keep_the_last_known_availability_and_redis_restarts_keep_it(

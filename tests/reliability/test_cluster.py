@@ -21,9 +21,9 @@ from app.offline.events_export import export_events
 from app.offline.load import load_into_redis
 from app.store.keys import Keys, log_partition, log_partition_tags
 from app.tools.local_redis import LocalRedisCluster
-from tests.conftest import app_client
 from tests.support import data
 from tests.support.auth import ADMIN
+from tests.support.client import app_client
 from tests.support.log import log_fields
 
 pytestmark = pytest.mark.slow

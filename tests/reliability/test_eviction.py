@@ -13,7 +13,7 @@ import redis
 from app.config import Settings
 from app.store.redis_store import RedisStore, connect
 from app.tools.local_redis import LocalRedis
-from tests.conftest import app_client
+from tests.support.client import app_client
 
 
 async def test_readyz_refuses_an_evicting_redis_and_accepts_a_safe_one(

@@ -24,8 +24,7 @@ from app.config import Settings
 from app.events import SOCIAL_TYPES
 from app.main import create_app
 from app.serving.holder import ModelHolder
-from tests.conftest import ADMIN_TOKEN
-from tests.support.auth import CATALOG_TOKEN
+from tests.support.auth import ADMIN_TOKEN, CATALOG_TOKEN
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from asgi_lifespan import LifespanManager
 from app.config import Settings
 from app.main import create_app
 from app.tools.local_redis import LocalRedis, free_port
-from tests.conftest import app_client
 from tests.support.auth import ADMIN, ADMIN_TOKEN
+from tests.support.client import app_client
 from tests.support.serve import ServeProcess
 
 GOOD = {"user_id": "u", "type": "view", "item_id": "p1"}

@@ -14,8 +14,8 @@ import pytest
 from app.config import Settings
 from app.events import event_weight, type_weights
 from app.serving.artifacts import read_manifest
-from tests.conftest import app_client
 from tests.support.auth import ADMIN
+from tests.support.client import app_client
 from tests.support.log import live_counts, log_fields
 
 COPIES = 4

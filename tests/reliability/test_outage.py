@@ -16,7 +16,7 @@ import pytest
 from app.config import Settings
 from app.offline.load import load_into_redis
 from app.tools.local_redis import LocalRedis
-from tests.conftest import app_client
+from tests.support.client import app_client
 
 pytestmark = pytest.mark.slow
 

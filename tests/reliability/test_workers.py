@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from app.tools.local_redis import free_port
-from tests.conftest import ADMIN_TOKEN
+from tests.support.auth import ADMIN_TOKEN
 from tests.support.models import replace_folder
 from tests.support.serve import ServeProcess, socialrec_command
 
