@@ -7,6 +7,7 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -20,6 +21,14 @@ from app.serving.online import Flights, Unread
 from app.serving.pipeline import Recommender
 from app.serving.popular import Popularity
 from app.store.redis_store import RedisStore
+
+
+class Turn(Enum):
+    """How a /recommend request got its turn (`AppState.turn`)."""
+
+    FREE = "free"  # at once
+    WAITED = "waited"  # after others: its client may have gone meanwhile
+    SHED = "shed"  # none within SOCIALREC_RECOMMEND_WAIT_S: answer without the user's state
 
 
 @dataclass
@@ -37,30 +46,31 @@ class AppState:
     unread: Unread = field(default_factory=Unread)  # answers written without a user's state
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[bool]:
+    async def turn(self) -> AsyncIterator[Turn]:
         """One of the SOCIALREC_RECOMMEND_CONCURRENCY /recommend requests worked on at once,
-        after those that came first; False when none came within SOCIALREC_RECOMMEND_WAIT_S
+        after those that came first; SHED when none came within SOCIALREC_RECOMMEND_WAIT_S
         (the caller answers without the user's state). Without a bound, an overloaded process
         starts every request it accepted: each computed list then waits behind hundreds of
         others between its read and its write, the user's events in that window void it
         (app.serving.online, Flights), fewer lists are stored, more requests compute — a
         slowdown that feeds on itself (docs/BENCHMARKS.md, the list cache's open loop).
         Without the deadline, a sustained overload would queue requests without bound."""
-        admitted = True
+        turn = Turn.FREE
         if self.turns.locked():
+            turn = Turn.WAITED
             with self.metrics.recommend_waiting.track_inprogress():
                 try:
                     async with asyncio.timeout(self.settings.recommend_wait_s or None):
                         await self.turns.acquire()
                 except TimeoutError:
-                    admitted = False
+                    turn = Turn.SHED
         else:
             await self.turns.acquire()  # a free turn: taken without waiting
-        if not admitted:
-            yield False
+        if turn is Turn.SHED:
+            yield turn
             return
         try:
-            yield True
+            yield turn
         finally:
             self.turns.release()
 

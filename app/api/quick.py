@@ -64,11 +64,15 @@ class QuickRecommendRoute(APIRoute):
             raise TypeError(f"{self.path}: user_id needs a pattern")
         params = {p.alias: _param(p.name, p.alias, p.field_info) for p in d.query_params}
         endpoint = self.endpoint
+        # the request itself, when the endpoint asks for it (FastAPI passes it by that name)
+        wants_request = d.request_param_name
 
         async def handler(request: Request) -> Response:
             args = quick_args(request, user_id, params)
             if args is None:
                 return await generic(request)
+            if wants_request is not None:
+                args[wants_request] = request
             return await endpoint(state=await get_state(request), **args)
 
         return handler

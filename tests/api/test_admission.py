@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from app.api.routes.recommend import CLIENT_GONE
 from app.config import Settings
 from app.serving import online
 from tests.support import data
 from tests.support.auth import CATALOG, CATALOG_TOKEN
-from tests.support.client import app_client
+from tests.support.client import app_client, get_then_leave, running_app
 
 REQUESTS = 5
 
@@ -140,3 +141,45 @@ async def test_shed_answers_follow_the_catalogue(loaded: Settings, synth_dir: Pa
         assert before[0] not in after and after[:4] == before[1:]
         release.set()
         await busy
+
+
+async def test_a_request_whose_client_left_while_it_waited_is_not_computed(
+        loaded: Settings, synth_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under overload clients give up (their own timeouts): the requests they left behind
+    must not spend the turns the others wait for."""
+    first, second, third = sorted(data.histories(synth_dir))[:3]
+    real = online.recommend
+    release = asyncio.Event()
+    computed: list[str] = []
+
+    async def held(*args: Any, **kwargs: Any) -> online.Served:
+        computed.append(args[2].user_id)
+        await release.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(online, "recommend", held)
+    settings = loaded.model_copy(update={"recommend_concurrency": 1, "recommend_wait_s": 0})
+    async with running_app(settings) as (app, client):
+        busy = asyncio.create_task(client.get(f"/recommend/{first}"))
+
+        async def entered() -> bool:
+            return computed == [first]
+
+        await until(entered, "the first request inside")
+        leave = asyncio.Event()
+        left = asyncio.create_task(get_then_leave(app, f"/recommend/{second}", leave))
+        stays = asyncio.create_task(client.get(f"/recommend/{third}"))
+
+        async def both_waiting() -> bool:
+            return await waiting(client) == 2
+
+        await until(both_waiting, "two requests waiting")
+        leave.set()
+        release.set()
+        assert await left == CLIENT_GONE
+        assert (await busy).status_code == 200
+        assert (await stays).json()["user_id"] == third
+        assert computed == [first, third]
+        assert await waiting(client) == 0
+        assert ('socialrec_http_requests_total{method="GET",route="/recommend/{user_id}",'
+                f'status="{CLIENT_GONE}"}} 1.0') in (await client.get("/metrics")).text
