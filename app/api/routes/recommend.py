@@ -21,6 +21,7 @@ router = APIRouter(tags=["recommend"], route_class=QuickRecommendRoute)
 # went away while it waited for a turn: nginx's "client closed request"; nobody reads it.
 CLIENT_GONE = 499
 
+
 def _no_values() -> list[str]:
     # A plain function, not `list`: pydantic inspects the factory's signature on every call,
     # and for a builtin that means parsing its text signature (~45 µs per parameter).
