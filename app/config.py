@@ -63,7 +63,9 @@ class Settings(BaseSettings):
         32, ge=1, le=4096, description="GET /recommend requests one process works on at once; "
         "later ones wait their turn in arrival order. Under overload this keeps the time "
         "between a computed list's read and its write short, so the users' own events do not "
-        "void the lists being computed and the cache hit rate holds (docs/OPERATIONS.md)")
+        "void the lists being computed and the cache hit rate holds; a waiting request whose "
+        "client went away is dropped when its turn comes, not computed (status 499 in "
+        "socialrec_http_requests_total; docs/OPERATIONS.md)")
     recommend_wait_s: float = Field(
         1.0, ge=0, le=60, description="longest a GET /recommend request waits for its turn; "
         "past it the answer is the popularity list, marked degraded (socialrec_fallback_total "
