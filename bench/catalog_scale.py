@@ -53,9 +53,11 @@ from bench.common import (
     as_published,
     busy_note,
     checked,
+    cpu_seconds,
     cpus_available,
     log,
     machine,
+    process_tree,
     publish,
     recommend_lua,
     restrict,
@@ -152,19 +154,6 @@ def catalog_generation(base: str) -> int:
     raise RuntimeError("/metrics has no socialrec_catalog_generation")
 
 
-def process_tree(pid: int) -> list[int]:
-    """A process and its descendants (uvicorn's worker is a child)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and its children."""
     total = 0
@@ -176,18 +165,6 @@ def rss_bytes(pid: int) -> int:
         except OSError:
             continue
     return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process and its children have used so far."""
-    ticks = 0
-    for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def redis_used(url: str) -> int:

@@ -67,6 +67,7 @@ from bench.common import (
     busy_note,
     checked,
     command_line,
+    cpu_seconds,
     cpus_available,
     ensure_artifacts,
     http_get,
@@ -245,10 +246,13 @@ def cache_counts(base: str) -> dict[str, float]:
     return counts
 
 
-def with_hit_rate(base: str, measure: Any) -> dict[str, Any]:
-    """`measure()` (a wrk run) with the share of its GET /recommend answered from the cache."""
-    before = cache_counts(base)
+def with_hit_rate(base: str, measure: Any, pid: int) -> dict[str, Any]:
+    """`measure()` (a wrk or open-loop run) with the share of its GET /recommend answered from
+    the cache and the server's (process `pid`'s) CPU time per request it sent."""
+    before, cpu = cache_counts(base), cpu_seconds(pid)
     res = measure()
+    sent = res["requests"] if "requests" in res else res["sent"]  # wrk / open loop
+    res["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1e3 / max(1, sent)
     after = cache_counts(base)
     hits, misses = (after[k] - before[k] for k in ("hit", "miss"))
     res["hit_rate"] = hits / max(1.0, hits + misses)
@@ -529,7 +533,8 @@ def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
             script.write_text(mix_lua(users, items, f"{tag}-{name}", args.explain_share,
                                       harder))
             return with_hit_rate(base, lambda: checked(
-                wrk(base + "/recommend/x", seconds, conns, 1, load_cpus, script), name))
+                wrk(base + "/recommend/x", seconds, conns, 1, load_cpus, script), name),
+                server.proc.pid)
 
         # The mix's state is its own steady state before it is measured: a warm-up longer
         # than the list TTL, so every list then cached was computed under the mix (not left
@@ -557,7 +562,8 @@ def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
             requests = mix_requests(users, items, n, f"{tag}-{name}", args.explain_share,
                                     seed=seed)
             return with_hit_rate(base, lambda: open_loop(server.port, requests, rate, seconds,
-                                                         load_cpus, ordered=True))
+                                                         load_cpus, ordered=True),
+                                 server.proc.pid)
 
         out["open_loop_warm"] = mix_open_loop("olwarm", warm_s, 100)
         log(f"mix open loop warm-up ({warm_s:g} s, unmeasured): p99 "
@@ -591,7 +597,8 @@ def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
             # the hit path: every user's list cached by a warm-up, then measured at once
             wrk(base + "/recommend/x", min(5.0, d), conns, 1, load_cpus, rec_lua)
             out["hit"].append(with_hit_rate(base, lambda: checked(
-                wrk(base + "/recommend/x", d, conns, 1, load_cpus, rec_lua), "hit path")))
+                wrk(base + "/recommend/x", d, conns, 1, load_cpus, rec_lua), "hit path"),
+                server.proc.pid))
             log(f"cache round {r + 1}: /healthz {out['healthz'][-1]['rps']:.0f}, harder "
                 f"{out['harder'][-1]['rps']:.0f} (hits {out['harder'][-1]['hit_rate']:.0%}), "
                 f"hit path {out['hit'][-1]['rps']:.0f} req/s "
@@ -601,6 +608,16 @@ def run_cache(args: argparse.Namespace, env: dict[str, str], users: list[str],
     finally:
         server.stop()
     return out
+
+
+def cpu_note(runs: list[dict[str, Any]], rate: float | None = None) -> str:
+    """The server's CPU time per request (median of the runs); with the `rate` the requests
+    were sent at, the share of the server's core that rate kept busy."""
+    if not all("cpu_ms" in r for r in runs):
+        return ""  # a result from before the benchmark measured it
+    cpu = med(runs, "cpu_ms")
+    busy = f", so its core was {rate * cpu / 1e3:.0%} busy at that rate" if rate else ""
+    return f"; server CPU {cpu:.2f} ms per request{busy}"
 
 
 def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[str, float]]:
@@ -640,7 +657,8 @@ def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[st
              "1.00", ""],
             row("realistic mix: Zipf(1.0) users, 10 % POST /events (1 event), 90 % GET "
                 "/recommend", c["mix"], h1, "mix", f"; list cache hit rate {hits(c['mix'])}"
-                + (f" (its warm-up: {w['hit_rate']:.0%})" if (w := c.get("mix_warm")) else "")),
+                + (f" (its warm-up: {w['hit_rate']:.0%})" if (w := c.get("mix_warm")) else "")
+                + cpu_note(c["mix"])),
             [f"realistic mix, open loop at {ol['rate']:,.0f} req/s (70 % of its capacity), "
              f"{len(windows)} windows of {res['latency_seconds']:g} s",
              f"window with the median p99: p50 {ol['p50_ms']:.2f} ms, p90 {ol['p90_ms']:.2f} "
@@ -648,7 +666,8 @@ def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[st
              + " / ".join(f"{w['p99_ms']:.1f}" for w in windows) + " ms; hit rate "
              + " / ".join(f"{w['hit_rate']:.0%}" for w in windows)
              + (f" (its warm-up: {warm['hit_rate']:.0%}, p99 {warm['p99_ms']:.1f} ms)"
-                if (warm := c.get("open_loop_warm")) else "") + "; "
+                if (warm := c.get("open_loop_warm")) else "") + cpu_note(windows, ol["rate"])
+             + "; "
              f"{sum(w['sent'] for w in windows):,} requests, "
              f"{sum(w['errors'] for w in windows)} errors",
              f"{ol['achieved'] / mix:.2f} × capacity sent", verdict("p99_ms")],
@@ -659,9 +678,10 @@ def build_cache_section(res: dict[str, Any], command: str) -> tuple[str, dict[st
               if (fl := c.get("open_loop_floor")) else []),
             row("harder mix: half of the GETs right after an event of the same user "
                 "(pipelined on one connection), a third of all requests events",
-                c["harder"], h1, "harder", f"; list cache hit rate {hits(c['harder'])}"),
+                c["harder"], h1, "harder", f"; list cache hit rate {hits(c['harder'])}"
+                + cpu_note(c["harder"])),
             row("hit path alone: GET /recommend, uniform users, all cached", c["hit"], h1,
-                None, f"; hit rate {hits(c['hit'])}")]
+                None, f"; hit rate {hits(c['hit'])}" + cpu_note(c["hit"]))]
     lines = [
         CACHE_BEGIN,
         "## Serving load: the list cache",

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import random
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from bench.common import (
     bootstrap,
     checked,
     command_line,
+    cpu_seconds,
     cpus_available,
     ensure_artifacts,
     log,
@@ -92,12 +92,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def requests(users: list[str], items: list[str], n: int, tag: str) -> list[bytes]:
