@@ -27,7 +27,9 @@
    (the open loop's own steady state), then p50/p99 over several windows; a harder mix (a
    GET right after an event of the same user, pipelined on one connection, for half of the
    GETs); the hit path alone (every user's list cached first). Hit rates come from the server's
-   socialrec_list_cache_total; Redis memory per cached list from MEMORY USAGE. Its own
+   socialrec_list_cache_total, its CPU time per request from /proc (saturated requests share
+   work that an open loop's do not, so the open loop's rate is also given as the share of the
+   server's core it kept busy); Redis memory per cached list from MEMORY USAGE. Its own
    section, "Serving load: the list cache"; `--cache-only` runs just this part.
 
 Steps 1-6 run the service with SOCIALREC_CACHE_TTL_S=0: they measure the computing path.
